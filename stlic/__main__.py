@@ -1,0 +1,5 @@
+import sys
+
+from stlic.cli import main
+
+sys.exit(main())
