@@ -1,0 +1,67 @@
+"""OmniShift: re-parameterisable multi-scale depthwise token shift (RestoreRWKV / LALIC).
+
+    OmniShift(x) = a0 * x + a1 * DW1x1(x) + a2 * DW3x3(x) + a3 * DW5x5(x)
+
+(Yang et al., "Restore-RWKV", 2024; Feng et al., "Linear Attention Modeling for Learned Image
+Compression", CVPR 2025, Sec. 3). All four branches are linear and depthwise, so for inference
+they fold into ONE depthwise 5x5 convolution whose kernel is the alpha-weighted sum of the
+zero-padded kernels (identity = a centred one). ``reparameterise()`` builds that kernel; it is
+used in eval mode and dropped again by ``train()``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["OmniShift"]
+
+_KERNEL = 5
+
+
+class OmniShift(nn.Module):
+    """Learned mix of identity and depthwise 1x1 / 3x3 / 5x5 convolutions on (B, C, H, W)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"OmniShift needs dim >= 1, got {dim}")
+        self.dim = dim
+        self.conv1x1 = nn.Conv2d(dim, dim, 1, groups=dim, bias=False)
+        self.conv3x3 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=False)
+        self.conv5x5 = nn.Conv2d(dim, dim, 5, padding=2, groups=dim, bias=False)
+        self.alpha = nn.Parameter(torch.full((4,), 0.25))  # identity, 1x1, 3x3, 5x5
+        self._fused_weight: Tensor | None = None  # not a buffer: never enters the state_dict
+
+    def fused_weight(self) -> Tensor:
+        """The single depthwise 5x5 kernel (C, 1, 5, 5) equal to the four branches."""
+        identity = torch.zeros_like(self.conv5x5.weight)
+        identity[:, :, _KERNEL // 2, _KERNEL // 2] = 1.0
+        a0, a1, a2, a3 = self.alpha
+        return (
+            a0 * identity
+            + a1 * F.pad(self.conv1x1.weight, (2, 2, 2, 2))
+            + a2 * F.pad(self.conv3x3.weight, (1, 1, 1, 1))
+            + a3 * self.conv5x5.weight
+        )
+
+    @torch.no_grad()
+    def reparameterise(self) -> "OmniShift":
+        """Fold the branches into one 5x5 depthwise kernel used while in eval mode."""
+        self._fused_weight = self.fused_weight().detach().clone()
+        return self
+
+    def train(self, mode: bool = True) -> "OmniShift":
+        if mode:
+            self._fused_weight = None  # weights will change: the fused kernel would go stale
+        return super().train(mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.dim:
+            raise ValueError(f"OmniShift({self.dim}) expects (B, {self.dim}, H, W), got {tuple(x.shape)}")
+        if self._fused_weight is not None and not self.training:
+            weight = self._fused_weight.to(device=x.device, dtype=x.dtype)
+            return F.conv2d(x, weight, padding=_KERNEL // 2, groups=self.dim)
+        a0, a1, a2, a3 = self.alpha
+        return a0 * x + a1 * self.conv1x1(x) + a2 * self.conv3x3(x) + a3 * self.conv5x5(x)

@@ -1,0 +1,113 @@
+"""Bi-RWKV block of LALIC (Feng et al., CVPR 2025), built on Vision-RWKV (Duan et al., ICLR 2025).
+
+    x <- x + g1 * SpatialMix(LN(x))
+    x <- x + g2 * ChannelMix(LN(x))
+
+with per-channel residual gains g1, g2 (init 1) and LayerNorm over channels. Maps are
+(B, C, H, W); tokens are taken in raster order (t = h * W + w), T = H * W.
+
+    SpatialMix(x) = W_o( sigmoid(r) * BiWKV(decay / T, boost / T, k, v) ),
+                    k, v, r = W_k s, W_v s, W_r s,  s = OmniShift(x)
+    ChannelMix(x) = W_v( relu(W_k s)^2 ) * sigmoid(W_r s),  s = OmniShift(x), hidden = rate * C
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from stlic.layers.omnishift import OmniShift
+from stlic.layers.wkv import bi_wkv
+
+__all__ = ["SpatialMix", "ChannelMix", "BiRWKVBlock", "map_to_tokens", "tokens_to_map"]
+
+
+def map_to_tokens(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, H*W, C), raster order."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def tokens_to_map(tokens: Tensor, height: int, width: int) -> Tensor:
+    """(B, H*W, C) in raster order -> (B, C, H, W)."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
+
+
+def _check_map(x: Tensor, dim: int, owner: str) -> None:
+    if x.dim() != 4 or x.shape[1] != dim:
+        raise ValueError(f"{owner}(dim={dim}) expects a (B, {dim}, H, W) map, got shape {tuple(x.shape)}")
+
+
+class SpatialMix(nn.Module):
+    """Token mixing: OmniShift, then receptance-gated Bi-WKV linear attention."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.shift = OmniShift(dim)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim, bias=False)
+        self.receptance = nn.Linear(dim, dim, bias=False)
+        self.output = nn.Linear(dim, dim, bias=False)
+        # Vision-RWKV's "fancy" init (first layer): decay spread over [-5, 3], bonus log(0.3) +- 0.5.
+        ramp = torch.linspace(0.0, 1.0, dim) if dim > 1 else torch.zeros(1)
+        self.decay = nn.Parameter(-5.0 + 8.0 * ramp**0.7)
+        zigzag = torch.tensor([((i + 1) % 3 - 1) * 0.5 for i in range(dim)])
+        self.boost = nn.Parameter(torch.full((dim,), float(torch.log(torch.tensor(0.3)))) + zigzag)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_map(x, self.dim, type(self).__name__)
+        height, width = x.shape[-2:]
+        tokens = map_to_tokens(self.shift(x))
+        steps = height * width
+        k, v, r = self.key(tokens), self.value(tokens), self.receptance(tokens)
+        mixed = bi_wkv(self.decay / steps, self.boost / steps, k, v)
+        return tokens_to_map(self.output(torch.sigmoid(r) * mixed), height, width)
+
+
+class ChannelMix(nn.Module):
+    """Channel mixing: OmniShift, then a squared-ReLU MLP gated by sigmoid(receptance)."""
+
+    def __init__(self, dim: int, hidden_rate: int = 4) -> None:
+        super().__init__()
+        if hidden_rate < 1:
+            raise ValueError(f"hidden_rate must be >= 1, got {hidden_rate}")
+        self.dim = dim
+        self.shift = OmniShift(dim)
+        self.key = nn.Linear(dim, hidden_rate * dim, bias=False)
+        self.value = nn.Linear(hidden_rate * dim, dim, bias=False)
+        self.receptance = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_map(x, self.dim, type(self).__name__)
+        height, width = x.shape[-2:]
+        tokens = map_to_tokens(self.shift(x))
+        hidden = torch.relu(self.key(tokens)).square()
+        out = self.value(hidden) * torch.sigmoid(self.receptance(tokens))
+        return tokens_to_map(out, height, width)
+
+
+class BiRWKVBlock(nn.Module):
+    """Pre-norm residual Bi-RWKV block on (B, C, H, W) maps; output shape equals input shape."""
+
+    def __init__(self, dim: int, hidden_rate: int = 4) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"BiRWKVBlock needs dim >= 1, got {dim}")
+        self.dim = dim
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.spatial_mix = SpatialMix(dim)
+        self.channel_mix = ChannelMix(dim, hidden_rate)
+        self.gamma1 = nn.Parameter(torch.ones(dim))
+        self.gamma2 = nn.Parameter(torch.ones(dim))
+
+    @staticmethod
+    def _channel_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
+        return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_map(x, self.dim, type(self).__name__)
+        gain1 = self.gamma1[:, None, None]
+        gain2 = self.gamma2[:, None, None]
+        x = x + gain1 * self.spatial_mix(self._channel_norm(self.norm1, x))
+        return x + gain2 * self.channel_mix(self._channel_norm(self.norm2, x))
