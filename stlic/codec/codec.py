@@ -1,0 +1,143 @@
+"""File-level ST-LIC codec: image tensor <-> ``.stlic`` bytes, and a target-bpp rate search.
+
+``compress_image`` runs ``model.compress`` (LALIC main network + rANS) and wraps the strings in
+the container of :mod:`stlic.codec.bitstream`; ``decompress_image`` checks the container and
+the model fingerprint *before* handing the strings to the entropy decoder. The rate is the
+file size: ``bpp = 8 * len(file) / (H * W)``, header and checksum included.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from stlic.codec.bitstream import BitstreamError, Container, parse_container, write_container
+from stlic.codec.fingerprint import model_fingerprint
+from stlic.models.outputs import DecodedImage
+
+
+def _as_batch(image: Tensor) -> Tensor:
+    """(3, H, W) or (1, 3, H, W) float image in [0, 1] -> (1, 3, H, W)."""
+    if not isinstance(image, Tensor) or not image.is_floating_point():
+        raise ValueError("image must be a float tensor with values in [0, 1]")
+    batch = image.unsqueeze(0) if image.dim() == 3 else image
+    if batch.dim() != 4 or batch.shape[:2] != (1, 3):
+        raise ValueError(f"expected one RGB image (3, H, W) or (1, 3, H, W), got shape {tuple(image.shape)}")
+    return batch
+
+
+def n_levels(model: nn.Module) -> int:
+    return len(model.rate_lambdas)
+
+
+def coding_level(model: nn.Module, level: float) -> float:
+    """``level`` checked against the model's range and rounded to float32 (what the file stores),
+    so the encoder uses exactly the level the decoder will read."""
+    level = float(level)
+    top = n_levels(model) - 1
+    if not math.isfinite(level) or not 0.0 <= level <= top:
+        raise ValueError(f"rate level {level} outside the model's range [0, {top}]")
+    return float(np.float32(level))
+
+
+@torch.no_grad()
+def compress_image(model: nn.Module, image: Tensor, level: float) -> bytes:
+    """Encode one image (values in [0, 1], any size) into ``.stlic`` bytes."""
+    batch = _as_batch(image)
+    level = coding_level(model, level)
+    compressed = model.compress(batch.to(next(model.parameters()).device), level)
+    container = Container(
+        fingerprint=model_fingerprint(model),
+        original_size=tuple(int(s) for s in batch.shape[-2:]),
+        level=level,
+        latent_shape=tuple(int(s) for s in compressed.shape),
+        strings=tuple(tuple(group) for group in compressed.strings),
+    )
+    return write_container(container)
+
+
+def read_container(model: nn.Module, data: bytes) -> Container:
+    """Parse ``data`` and check it was made by ``model`` and fits its level range."""
+    container = parse_container(data)
+    expected = model_fingerprint(model)
+    if container.fingerprint != expected:
+        raise BitstreamError(
+            f"file was made with a different model (fingerprint {container.fingerprint.hex()}, "
+            f"this model {expected.hex()}); decode with the checkpoint that encoded it"
+        )
+    if container.level > n_levels(model) - 1:
+        raise BitstreamError(f"rate level {container.level} outside the model's range [0, {n_levels(model) - 1}]")
+    if any(len(group) != 1 for group in container.strings):
+        raise BitstreamError("an .stlic file holds exactly one image (one string per group)")
+    return container
+
+
+@torch.no_grad()
+def decompress_image(model: nn.Module, data: bytes) -> DecodedImage:
+    """Decode ``.stlic`` bytes: decoder output ``x_hat`` and refined ``x_refined``, (1, 3, H, W)."""
+    container = read_container(model, data)
+    strings = [list(group) for group in container.strings]
+    return model.decompress(strings, container.latent_shape, container.level, container.original_size)
+
+
+def bits_per_pixel(data: bytes, image: Tensor) -> float:
+    """``8 * bytes / (H * W)`` of a file for ``image``."""
+    height, width = image.shape[-2:]
+    return 8.0 * len(data) / (height * width)
+
+
+@dataclass(frozen=True)
+class RateSearchResult:
+    """Outcome of :func:`find_level_for_bpp`: the chosen level, its file and achieved rate."""
+
+    level: float
+    data: bytes
+    bpp: float
+    target_bpp: float
+    iterations: int
+    feasible: bool  # False when the target lies outside the rates of levels 0 .. n-1
+
+    @property
+    def relative_error(self) -> float:
+        return abs(self.bpp - self.target_bpp) / self.target_bpp
+
+
+def find_level_for_bpp(
+    model: nn.Module, image: Tensor, target_bpp: float, rel_tolerance: float = 0.02, max_iterations: int = 16
+) -> RateSearchResult:
+    """Continuous QVRF level whose file rate is closest to ``target_bpp``.
+
+    The rate decreases with the level, so bisection on ``[0, n_levels - 1]`` keeps the bracket
+    ``bpp(lo) >= target >= bpp(hi)`` and stops once ``|bpp - target| <= rel_tolerance * target``.
+    Every probe is a real encode; the closest file seen is returned. A target above the rate
+    of level 0 (or below that of the last level) returns that end level with ``feasible=False``.
+    """
+    if not (math.isfinite(target_bpp) and target_bpp > 0):
+        raise ValueError(f"target bpp must be a positive number, got {target_bpp}")
+    probes: list[tuple[float, bytes, float]] = []
+
+    def probe(level: float) -> float:
+        data = compress_image(model, image, level)
+        probes.append((coding_level(model, level), data, bits_per_pixel(data, image)))
+        return probes[-1][2]
+
+    def result(feasible: bool) -> RateSearchResult:
+        level, data, bpp = min(probes, key=lambda p: abs(p[2] - target_bpp))
+        return RateSearchResult(level, data, bpp, float(target_bpp), len(probes), feasible)
+
+    low, high = 0.0, float(n_levels(model) - 1)
+    if probe(low) <= target_bpp:
+        return result(feasible=probes[-1][2] >= target_bpp * (1 - rel_tolerance))
+    if probe(high) >= target_bpp:
+        return result(feasible=probes[-1][2] <= target_bpp * (1 + rel_tolerance))
+    while len(probes) < max_iterations:
+        middle = 0.5 * (low + high)
+        bpp = probe(middle)
+        if abs(bpp - target_bpp) <= rel_tolerance * target_bpp:
+            break
+        low, high = (middle, high) if bpp > target_bpp else (low, middle)
+    return result(feasible=True)

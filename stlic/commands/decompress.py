@@ -1,0 +1,33 @@
+"""`stlic decompress IN.stlic OUT.png --checkpoint C [--decoder-output]`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="bitstream written by `stlic compress`")
+    parser.add_argument("output", type=Path, help="image to write (format from the suffix, e.g. .png)")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="the model checkpoint that encoded the file (its fingerprint is checked)")
+    parser.add_argument("--decoder-output", action="store_true",
+                        help="write the main decoder's x_hat instead of the refined image")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    from stlic.checkpoints import load_model_checkpoint
+    from stlic.codec.codec import decompress_image
+    from stlic.codec.image_io import write_image
+
+    if not args.input.is_file():
+        raise FileNotFoundError(f"bitstream {str(args.input)!r} does not exist")
+    data = args.input.read_bytes()
+    model, _, _ = load_model_checkpoint(args.checkpoint, map_location=args.device)
+    decoded = decompress_image(model, data)
+    image = decoded.x_hat if args.decoder_output else decoded.x_refined
+    write_image(args.output, image)
+    which = "decoder output x_hat" if args.decoder_output else "refined image"
+    print(f"{args.output}: {which}, {image.shape[-1]}x{image.shape[-2]}")
+    return 0
