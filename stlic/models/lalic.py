@@ -1,0 +1,133 @@
+"""LALIC main network (Feng et al., "Linear Attention Modeling for Learned Image Compression",
+CVPR 2025) with QVRF variable rate (Tong et al., ICIP 2023): the ``main`` part of ST-LIC.
+
+::
+
+    y = g_a(x)          z = h_a(y)          z_hat = Q(z - med) + med   (EntropyBottleneck)
+    hyper = h_s(z_hat)  y_hat, p(y) = SCCTX(y, hyper, level)           x_hat = g_s(y_hat)
+
+Training quantises with a straight-through round for both y and z (LALIC / ELIC "ste") and
+estimates the rates with additive uniform noise (CompressAI's convention). The coding methods
+work on one image at a time so that ``reconstruct`` and ``decompress(compress(.))`` run the
+same operations on the same shapes and agree bit for bit.
+
+``full`` preset: 65.6M parameters (g_a 7.8M, g_s 7.8M, h_a 8.5M, h_s 8.5M, entropy model 33.0M);
+``stlic.models.lalic_keys`` maps the official checkpoint layout onto this module.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+from compressai.entropy_models import EntropyBottleneck
+from compressai.ops import quantize_ste
+from torch import Tensor
+
+from stlic.entropy.buffers import resize_cdf_buffers
+from stlic.entropy.channel_context import SCCTXEntropyModel
+from stlic.layers.transforms import AnalysisTransform, HyperAnalysis, HyperSynthesis, SynthesisTransform
+from stlic.models.config import ModelConfig
+from stlic.models.outputs import LALICOutput
+
+#: total down-sampling of x to z: H and W of the input must be multiples of it
+SIZE_MULTIPLE = 64
+
+
+class LatentStrings(NamedTuple):
+    """One image's code: rANS string of y, EntropyBottleneck string of z, z's (h, w)."""
+
+    y_string: bytes
+    z_string: bytes
+    z_shape: tuple[int, int]
+
+
+def check_image(x: Tensor, multiple: int = SIZE_MULTIPLE) -> None:
+    """Raise a ValueError unless ``x`` is a (B, 3, H, W) batch with H, W multiples of ``multiple``."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected an image batch of shape (B, 3, H, W), got {tuple(x.shape)}")
+    height, width = x.shape[-2:]
+    if height % multiple or width % multiple:
+        raise ValueError(
+            f"H and W must be multiples of {multiple}, got {height}x{width}; pad the image "
+            "(compress / reconstruct do it for you)"
+        )
+
+
+class LALIC(nn.Module):
+    """Bi-RWKV transforms + hyperprior + RWKV space-channel context model with QVRF gains."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        m = config.latent_channels
+        rate = config.block_hidden_rate
+        self.g_a = AnalysisTransform(config.transform_channels, config.transform_depths, rate)
+        self.g_s = SynthesisTransform(config.transform_channels, config.transform_depths, rate)
+        self.h_a = HyperAnalysis(m, config.hyper_channels, config.hyper_depth, rate)
+        self.h_s = HyperSynthesis(m, config.hyper_channels, config.hyper_depth, rate)
+        self.entropy_bottleneck = EntropyBottleneck(config.hyper_channels[1])
+        self.entropy_model = SCCTXEntropyModel(
+            config.groups, m, config.rate_lambdas,
+            context_blocks=config.context_blocks, context_hidden_rate=config.context_hidden_rate,
+            aggregation_layers=config.aggregation_layers,
+            aggregation_min_channels=config.aggregation_min_channels,
+            aggregation_expansion=config.aggregation_expansion,
+        )
+
+    # -- training ------------------------------------------------------------------------------
+    def forward(self, x: Tensor, level: float = 0.0) -> LALICOutput:
+        check_image(x)
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        if self.training:
+            medians = self._z_medians()
+            z_hat = quantize_ste(z - medians) + medians
+        y_hat, y_likelihoods = self.entropy_model(y, self.h_s(z_hat), level)
+        return LALICOutput(self.g_s(y_hat), {"y": y_likelihoods, "z": z_likelihoods}, y_hat)
+
+    def aux_loss(self) -> Tensor:
+        """Quantile loss of the EntropyBottleneck (train it with its own optimizer)."""
+        return self.entropy_bottleneck.loss()
+
+    def update(self, force: bool = False) -> bool:
+        """Build the CDF tables of z and y; returns True when anything was (re)built."""
+        updated = self.entropy_bottleneck.update(force=force)
+        return self.entropy_model.update(force=force) or updated
+
+    # -- deterministic inference and coding, one (1, 3, H, W) image at a time -----------------
+    def _z_medians(self) -> Tensor:
+        return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+
+    def _analyse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """y, z and ``z_hat = round(z - med) + med`` exactly as EntropyBottleneck.decompress forms it."""
+        check_image(x)
+        if x.shape[0] != 1:
+            raise ValueError(f"the coding path takes one image at a time, got batch {x.shape[0]}")
+        y = self.g_a(x)
+        z = self.h_a(y)
+        medians = self._z_medians()
+        z_hat = self.entropy_bottleneck.dequantize(self.entropy_bottleneck.quantize(z, "symbols", medians), medians)
+        return y, z, z_hat
+
+    def quantize_latent(self, x: Tensor, level: float) -> Tensor:
+        """``y_hat`` of one image without entropy coding (what the decoder will see)."""
+        y, _, z_hat = self._analyse(x)
+        return self.entropy_model.quantize(y, self.h_s(z_hat), level)
+
+    def compress_latent(self, x: Tensor, level: float) -> LatentStrings:
+        """Code one image: z with the EntropyBottleneck, y with the SCCTX model (one stream)."""
+        y, z, z_hat = self._analyse(x)
+        [z_string] = self.entropy_bottleneck.compress(z)
+        y_string, _ = self.entropy_model.compress(y, self.h_s(z_hat), level)
+        return LatentStrings(y_string, z_string, (z.shape[-2], z.shape[-1]))
+
+    def decompress_latent(self, strings: LatentStrings, level: float) -> Tensor:
+        """``y_hat`` of one image from its strings."""
+        z_hat = self.entropy_bottleneck.decompress([strings.z_string], strings.z_shape)
+        return self.entropy_model.decompress(strings.y_string, self.h_s(z_hat), level)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        resize_cdf_buffers(self.entropy_bottleneck, prefix + "entropy_bottleneck.", state_dict)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
