@@ -1,0 +1,89 @@
+"""export_config: write derived loss coefficients into a copy of a training YAML.
+
+The base file's loss-weight block (``loss_weights:`` by default; a dotted path such as
+``train.loss_weights`` reaches a nested block) gets the new values; everything else is kept.
+The output is written atomically (temporary file + rename) and reads back exactly
+(``yaml.safe_load(out)`` equals the base with the new coefficients). Comments of the base file are
+not preserved; a header comment records where the numbers came from.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Union
+
+import yaml
+
+from gradbalance.derive import Coefficient, DerivedCoefficients
+
+DEFAULT_BLOCK = "loss_weights"
+
+
+def load_yaml_mapping(path: Union[str, Path]) -> dict:
+    """A YAML file whose top level is a mapping (clear error otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"YAML file not found: {path}")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def loss_weight_block(config: dict, block: str = DEFAULT_BLOCK, source: str = "config") -> dict:
+    """The (possibly nested, dotted path) loss-weight block of a loaded config."""
+    node = config
+    for key in block.split("."):
+        if not isinstance(node, dict) or key not in node:
+            have = list(node) if isinstance(node, dict) else type(node).__name__
+            raise KeyError(f"{source} has no loss-weight block {block!r} (missing {key!r}; have {have})")
+        node = node[key]
+    if not isinstance(node, dict):
+        raise ValueError(f"{source}: block {block!r} must be a mapping of loss -> weight")
+    return node
+
+
+def _plain(value: Coefficient) -> Union[float, list[float]]:
+    if isinstance(value, (tuple, list)):
+        return [float(v) for v in value]
+    return float(value)
+
+
+def export_config(coefficients: Union[DerivedCoefficients, Mapping[str, Coefficient]],
+                  base_yaml: Union[str, Path], out_yaml: Union[str, Path], *,
+                  block: str = DEFAULT_BLOCK, header: Optional[str] = None) -> Path:
+    """Copy ``base_yaml`` to ``out_yaml`` with ``coefficients`` written into its loss-weight block.
+
+    Every coefficient must name an existing key of the block, and a range (``[lo, hi]``) must stay a
+    range. Returns the output path.
+    """
+    if isinstance(coefficients, DerivedCoefficients):
+        coefficients = coefficients.coefficients
+    config = load_yaml_mapping(base_yaml)
+    weights = loss_weight_block(config, block, source=str(base_yaml))
+    for loss, value in coefficients.items():
+        if loss not in weights:
+            raise KeyError(f"{base_yaml}: block {block!r} has no key {loss!r} (keys: {list(weights)})")
+        if isinstance(weights[loss], list) != isinstance(value, (tuple, list)):
+            raise ValueError(f"{loss!r}: base value {weights[loss]!r} and new value {value!r} differ in form "
+                             "(a [lo, hi] range must stay a range)")
+        weights[loss] = _plain(value)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"Loss weights derived by gradbalance on {stamp} from base {base_yaml}."]
+    lines += (header or "").splitlines()
+    text = "".join(f"# {line}\n" for line in lines)
+    text += yaml.safe_dump(config, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    out = Path(out_yaml)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
