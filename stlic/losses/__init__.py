@@ -1,0 +1,16 @@
+"""ST-LIC losses: L = lambda * R + l1 L1 + l2 L2 (decoder output) + LPIPS + WD + adversarial
+(refiner output), eq. 1-5 of "Stable Training for Perception-Oriented Learned Image Compression".
+"""
+from .adversarial import AdversarialLoss, DiscriminatorStep, discriminator_loss, generator_loss
+from .distortion import L1Loss, MSELoss
+from .lpips import LPIPSLoss
+from .rate import RateLoss, bits_per_pixel, bits_per_pixel_per_image
+from .vgg import VGG16FeatureExtractor, VGGFeatures
+from .wasserstein import LocalStatistics, WassersteinDistortion, local_statistics, wasserstein_distortion
+
+__all__ = [
+    "AdversarialLoss", "DiscriminatorStep", "discriminator_loss", "generator_loss",
+    "L1Loss", "MSELoss", "LPIPSLoss", "RateLoss", "bits_per_pixel", "bits_per_pixel_per_image",
+    "VGG16FeatureExtractor", "VGGFeatures", "LocalStatistics", "WassersteinDistortion",
+    "local_statistics", "wasserstein_distortion",
+]

@@ -1,0 +1,119 @@
+"""LPIPS and shift-tolerant LPIPS as a loss on images in [0, 1].
+
+LPIPS (Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric",
+CVPR 2018):  d(x, y) = sum_l mean_hw || w_l * (f^l_x / |f^l_x| - f^l_y / |f^l_y|) ||^2,
+with unit-normalised backbone features f^l and learned per-channel weights w_l.
+
+Sources:
+
+* ``"stlpips"`` (offline default): ST-LPIPS (Ghildyal & Liu, ECCV 2022) from ``stlpips-pytorch``,
+  anti-aliased backbone and linear weights shipped in its wheel. ``metric_name`` "ST-LPIPS(vgg)".
+* ``"lpips"``: the ``lpips`` package. Its linear weights ship in the wheel; the backbone needs
+  torchvision's ImageNet file (``vgg16-397923af.pth`` / ``alexnet-owt-7be5be79.pth``) from the
+  torch hub cache or ``weights_path``. It is never downloaded: missing -> ``FileNotFoundError``.
+
+Both packages expect [-1, 1]; inputs here are [0, 1] and mapped by 2x - 1. The loss is the mean
+over the batch. The module is frozen and stays in eval mode (LPIPS' dropout stays off).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import Literal
+
+from torch import Tensor, nn
+
+from .weights import (
+    load_exactly,
+    load_state_dict_file,
+    resolve_torchvision_weights,
+    stlpips_weights,
+    torchvision_features_to_slices,
+)
+
+_TORCHVISION_ARCH = {"vgg": "vgg16", "alex": "alexnet"}
+
+
+def _quiet(factory, *args, **kwargs):
+    """Both packages print set-up banners; keep the training log clean."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return factory(*args, **kwargs)
+
+
+def _stlpips_model(net: str, weights_path: str | os.PathLike | None) -> nn.Module:
+    from stlpips_pytorch.stlpips import LPIPS
+
+    file = stlpips_weights(net) if weights_path is None else Path(weights_path)
+    if not file.is_file():
+        raise FileNotFoundError(f"ST-LPIPS weight file {str(file)!r} does not exist")
+    model = _quiet(LPIPS, pretrained=False, net=net, variant="shift_tolerant", verbose=False)
+    load_exactly(model, load_state_dict_file(file), str(file))
+    return model
+
+
+def _lpips_model(net: str, weights_path: str | os.PathLike | None) -> nn.Module:
+    import lpips
+
+    backbone_file = resolve_torchvision_weights(_TORCHVISION_ARCH[net], weights_path)
+    linear_file = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+    # pnet_rand: build the backbone without torchvision's download; weights are loaded below
+    model = _quiet(lpips.LPIPS, pretrained=False, net=net, pnet_rand=True, verbose=False)
+    backbone = torchvision_features_to_slices(load_state_dict_file(backbone_file), model.net)
+    load_exactly(model.net, backbone, str(backbone_file))
+    linear = load_state_dict_file(linear_file)
+    load_exactly(model.lins, {k.removeprefix("lin"): v for k, v in linear.items()}, str(linear_file))
+    return model
+
+
+class LPIPSLoss(nn.Module):
+    """Mean LPIPS distance between two batches of [0, 1] images (lower is more similar).
+
+    Args:
+        net: backbone, ``"vgg"`` or ``"alex"``.
+        source: ``"stlpips"`` (shipped weights, default) or ``"lpips"`` (needs ImageNet backbone).
+        weights_path: for ``"lpips"`` the torchvision backbone file; for ``"stlpips"`` a
+            replacement for the shipped ST-LPIPS file.
+
+    Example:
+        >>> loss = LPIPSLoss("vgg")            # ST-LPIPS(vgg), offline
+        >>> loss(x_refined, x).backward()
+    """
+
+    def __init__(
+        self,
+        net: Literal["vgg", "alex"] = "vgg",
+        source: Literal["stlpips", "lpips"] = "stlpips",
+        weights_path: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        if net not in _TORCHVISION_ARCH:
+            raise ValueError(f"net must be 'vgg' or 'alex', got {net!r}")
+        if source == "stlpips":
+            self.model = _stlpips_model(net, weights_path)
+            self.metric_name = f"ST-LPIPS({net})"
+        elif source == "lpips":
+            self.model = _lpips_model(net, weights_path)
+            self.metric_name = f"LPIPS({net})"
+        else:
+            raise ValueError(f"source must be 'stlpips' or 'lpips', got {source!r}")
+        self.net, self.source = net, source
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> LPIPSLoss:
+        """Stays in eval mode: dropout in the linear heads must remain off."""
+        return super().train(False)
+
+    def per_image(self, x: Tensor, y: Tensor) -> Tensor:
+        """LPIPS distance of each image pair, shape (B,)."""
+        if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"expected two RGB batches of equal shape (B, 3, H, W), got "
+                f"{tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        return self.model(2 * x - 1, 2 * y - 1).flatten()
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.per_image(x, y).mean()
