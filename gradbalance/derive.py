@@ -110,18 +110,19 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
     """Loss coefficients whose gradient shares best match ``target`` (see module docstring).
 
     Args:
-        table: measured shares, at the weights ``current`` (default: the table's mean weights).
+        table: measured shares (and the mean weights they were measured with).
         target: ``"equal"``, ``{group: {loss: percent}}`` (e.g. the paper's Table I) or
             ``{loss: (min%, max%)}`` applied in every group the loss reaches.
         fixed: coefficients to hold, ``{loss: value}`` (same form as ``current``).
-        current: the weights the shares were measured with; a ``(lo, hi)`` range scales as a whole.
+        current: what each multiplier scales (default: the measured weights); give the configured
+            ``(lo, hi)`` range of a loss whose weight was drawn per batch (QVRF's rate).
     """
     losses = list(table.mean.index)
-    current = {**{l: float(w) for l, w in table.weights.items()}, **dict(current or {})}
-    for loss in losses:
-        if _base(current[loss]) <= 0 or not math.isfinite(_base(current[loss])):
-            raise ValueError(f"loss {loss!r} was measured with weight {current[loss]!r}; a positive weight "
+    for loss, weight in table.weights.items():
+        if not weight > 0:
+            raise ValueError(f"loss {loss!r} was measured with weight {weight!r}; a positive weight "
                              "is needed to know how its share scales")
+    current = {**{l: float(w) for l, w in table.weights.items()}, **dict(current or {})}
     fixed = dict(fixed) if fixed else {losses[0]: current[losses[0]]}
     unknown = set(fixed) - set(losses)
     if unknown:

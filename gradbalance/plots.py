@@ -1,0 +1,69 @@
+"""Figures of a probe run: share heatmap, stacked bars per group, shares over training steps."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from gradbalance.table import ContributionTable  # noqa: E402
+
+
+def plot_heatmap(table: ContributionTable, path: Path, title: str = "gradient share (%)") -> Path:
+    """Heatmap of the mean shares, cells annotated ``mean ± std``, blank where absent."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(table.groups), 0.8 + 0.5 * len(table.losses)))
+    sns.heatmap(table.mean, annot=table.to_frame().where(table.mean.notna(), ""), fmt="", vmin=0, vmax=100,
+                cmap="viridis", cbar_kws={"label": "%"}, ax=ax)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_stacked_bars(table: ContributionTable, path: Path, title: str = "gradient share per group") -> Path:
+    """One bar per group, stacked by loss (absent losses contribute nothing)."""
+    fig, ax = plt.subplots(figsize=(2 + 1.2 * len(table.groups), 3.5))
+    table.mean.fillna(0).T.plot.bar(stacked=True, ax=ax, colormap="tab10", rot=0)
+    ax.set_ylabel("share (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(title="loss", bbox_to_anchor=(1.02, 1), loc="upper left")
+    return _save(fig, path)
+
+
+def plot_shares_over_steps(records: pd.DataFrame, path: Path, *, column: str = "norm",
+                           loss_order: Sequence[str] = (), group_order: Sequence[str] = ()) -> Path:
+    """Per-step share of each loss (one panel per group) across the probed steps."""
+    data = records.copy()
+    totals = data.groupby(["step", "group"])[column].transform(lambda s: s.sum(min_count=1))
+    data["share"] = 100.0 * data[column] / totals.where(totals > 0)
+    data = data.dropna(subset=["share"])
+    groups = [g for g in group_order if g in set(data["group"])] or list(dict.fromkeys(data["group"]))
+    losses = [l for l in loss_order if l in set(data["loss"])] or list(dict.fromkeys(data["loss"]))
+    grid = sns.relplot(data=data, x="step", y="share", hue="loss", hue_order=losses, col="group",
+                       col_order=groups, kind="line", height=3, aspect=1.3, facet_kws={"sharey": True})
+    grid.set_axis_labels("training step", "share (%)")
+    return _save(grid.figure, path)
+
+
+def save_plots(records: pd.DataFrame, table: ContributionTable, out_dir: Path, prefix: str = "") -> list[Path]:
+    """All three figures as PNG files under ``out_dir`` (names prefixed by ``prefix``)."""
+    out_dir = Path(out_dir)
+    label = "optimizer-aware " if table.column == "precond_norm" else ""
+    return [
+        plot_heatmap(table, out_dir / f"{prefix}heatmap.png", f"{label}gradient share (%)"),
+        plot_stacked_bars(table, out_dir / f"{prefix}stacked.png", f"{label}gradient share per group"),
+        plot_shares_over_steps(records, out_dir / f"{prefix}shares_over_steps.png", column=table.column,
+                               loss_order=table.losses, group_order=table.groups),
+    ]
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
