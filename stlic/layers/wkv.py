@@ -40,8 +40,8 @@ def _log_add(pieces: Sequence[LogScaled]) -> LogScaled:
     The stabiliser cancels exactly, so detaching it keeps autograd exact.
     """
     top = torch.stack(torch.broadcast_tensors(*(m.detach() for m, _ in pieces))).amax(0)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    total = sum(torch.exp(m - top).unsqueeze(-1) * s for m, s in pieces)
+    safe_top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # all empty: -inf
+    total = sum(torch.exp(m - safe_top).unsqueeze(-1) * s for m, s in pieces)
     return top, total
 
 
