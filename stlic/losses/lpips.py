@@ -23,9 +23,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from .weights import (
+    check_materialised,
     load_exactly,
     load_state_dict_file,
     resolve_torchvision_weights,
@@ -48,8 +50,10 @@ def _stlpips_model(net: str, weights_path: str | os.PathLike | None) -> nn.Modul
     file = stlpips_weights(net) if weights_path is None else Path(weights_path)
     if not file.is_file():
         raise FileNotFoundError(f"ST-LPIPS weight file {str(file)!r} does not exist")
-    model = _quiet(LPIPS, pretrained=False, net=net, variant="shift_tolerant", verbose=False)
-    load_exactly(model, load_state_dict_file(file), str(file))
+    with torch.device("meta"):  # skip initialising VGG's classifier: every tensor is loaded
+        model = _quiet(LPIPS, pretrained=False, net=net, variant="shift_tolerant", verbose=False)
+    load_exactly(model, load_state_dict_file(file), str(file), assign=True)
+    check_materialised(model, str(file))
     return model
 
 
@@ -58,12 +62,16 @@ def _lpips_model(net: str, weights_path: str | os.PathLike | None) -> nn.Module:
 
     backbone_file = resolve_torchvision_weights(_TORCHVISION_ARCH[net], weights_path)
     linear_file = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
-    # pnet_rand: build the backbone without torchvision's download; weights are loaded below
-    model = _quiet(lpips.LPIPS, pretrained=False, net=net, pnet_rand=True, verbose=False)
+    # pnet_rand: no torchvision download; meta: no random init; every tensor is loaded below
+    with torch.device("meta"):
+        model = _quiet(lpips.LPIPS, pretrained=False, net=net, pnet_rand=True, verbose=False)
+    model.scaling_layer = lpips.ScalingLayer()  # constants, not in any weight file
     backbone = torchvision_features_to_slices(load_state_dict_file(backbone_file), model.net)
-    load_exactly(model.net, backbone, str(backbone_file))
+    load_exactly(model.net, backbone, str(backbone_file), assign=True)
     linear = load_state_dict_file(linear_file)
-    load_exactly(model.lins, {k.removeprefix("lin"): v for k, v in linear.items()}, str(linear_file))
+    lins = {k.removeprefix("lin"): v for k, v in linear.items()}
+    load_exactly(model.lins, lins, str(linear_file), assign=True)
+    check_materialised(model, f"{backbone_file} and {linear_file}")
     return model
 
 

@@ -75,13 +75,16 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
     return dict(state)
 
 
-def load_exactly(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+def load_exactly(
+    module: nn.Module, state: Mapping[str, Tensor], source: str, assign: bool = False
+) -> None:
     """``module.load_state_dict(state)`` that names every missing or unexpected key.
 
     Every parameter and buffer of ``module`` must be in ``state`` (so no layer stays random);
     a key may be absent only when it aliases a loaded tensor (one module registered twice).
+    ``assign=True`` adopts the loaded tensors, for a module built on the meta device.
     """
-    result = module.load_state_dict(state, strict=False)
+    result = module.load_state_dict(state, strict=False, assign=assign)
     tensors = module.state_dict(keep_vars=True)
     loaded = {id(tensors[key]) for key in state if key in tensors}
     missing = [key for key in result.missing_keys if id(tensors[key]) not in loaded]
@@ -112,3 +115,10 @@ def torchvision_features_to_slices(
         if prefix == "features" and index in slice_of:
             rekeyed[f"{slice_of[index]}.{index}.{param}"] = value
     return rekeyed
+
+
+def check_materialised(module: nn.Module, source: str) -> None:
+    """Raise if a tensor of a meta-device-built ``module`` received no weights."""
+    empty = [name for name, t in module.state_dict(keep_vars=True).items() if t.is_meta]
+    if empty:
+        raise ValueError(f"weights from {source} left {empty[:6]} of {type(module).__name__} unset")
