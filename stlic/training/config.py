@@ -1,0 +1,255 @@
+"""Training configuration: a YAML file validated into nested dataclasses.
+
+Every section is a frozen dataclass; :func:`load_config` rejects an unknown key (naming the
+key and its section), a missing required key and a value of the wrong type. The loss weights
+of the paper's Table II live in ``loss_weights``; ``rate`` is the range ``[lo, hi]`` from which
+the rate coefficient lambda is drawn log-uniformly per batch (QVRF variable rate).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import yaml
+
+#: the losses of ST-LIC, in the row order of the paper's Table I
+LOSS_NAMES = ("rate", "l2", "l1", "lpips", "wasserstein", "adversarial")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SMALL_IMAGE_POLICIES = ("pad", "upscale")
+
+
+class ConfigError(ValueError):
+    """A training config that does not match the schema (unknown key, wrong type, bad value)."""
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Model preset name (``stlic.models.PRESETS``) plus field overrides."""
+
+    preset: str = "tiny"
+    overrides: dict = field(default_factory=dict)
+
+    def build(self, rate_range: tuple[float, float] | None = None):
+        """The :class:`stlic.models.ModelConfig` of this section.
+
+        Unless ``overrides`` sets ``rate_lambdas``, the QVRF levels are spread log-evenly over
+        ``rate_range`` (the config's lambda range) with the preset's number of levels.
+        """
+        from stlic.models.config import ModelConfig, log_spaced_lambdas, preset
+
+        try:
+            base = preset(self.preset)
+            overrides = dict(self.overrides)
+            if "rate_lambdas" not in overrides and rate_range is not None and rate_range[0] < rate_range[1]:
+                overrides["rate_lambdas"] = log_spaced_lambdas(*rate_range, base.n_levels)
+            return ModelConfig.from_dict(overrides, base=base)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"section 'model': {error}") from None
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Table II of ST-LIC: weights of the six losses; ``rate`` is the lambda range [lo, hi]."""
+
+    rate: tuple[float, float]
+    l2: float
+    l1: float
+    lpips: float
+    wasserstein: float
+    adversarial: float
+
+    def __post_init__(self) -> None:
+        low, high = self.rate
+        if not 0 < low <= high:
+            raise ConfigError(f"loss_weights.rate: need 0 < lo <= hi, got [{low}, {high}]")
+        for name in LOSS_NAMES[1:]:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss_weights.{name}: must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class PerceptualConfig:
+    """Perceptual losses: LPIPS backbone/weights and Wasserstein distortion's VGG-16 features.
+
+    ``vgg_backbone``: "auto" (ImageNet VGG-16 from the torch hub cache if present, else the
+    ST-LPIPS VGG-16 trunk shipped offline), "vgg16" or "stlpips-vgg16". ``wasserstein_log2_sigma``
+    / ``wasserstein_num_scales`` None keep :class:`stlic.losses.WassersteinDistortion`'s defaults
+    (its 3 image scales need patches of at least 128 pixels).
+    """
+
+    lpips_net: str = "vgg"
+    lpips_source: str = "stlpips"
+    lpips_weights: Union[str, None] = None
+    wasserstein_log2_sigma: Union[float, None] = None
+    wasserstein_num_scales: Union[int, None] = None
+    vgg_weights: Union[str, None] = None
+    vgg_backbone: str = "auto"
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Width and depth of the latent-conditioned PatchGAN (HiFiC)."""
+
+    base_channels: int = 64
+    n_layers: int = 4
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW for main + refiner (lr, then ``finetune_lr`` from ``finetune_step``), aux and D."""
+
+    lr: float = 1e-4
+    finetune_lr: float = 1e-5
+    finetune_step: Union[int, None] = None
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: Union[float, None] = 1.0
+    aux_lr: float = 1e-3
+    disc_lr: float = 1e-4
+    disc_betas: tuple[float, float] = (0.5, 0.999)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage of training: ``steps`` steps on ``patch_size`` crops of ``data`` (dirs)."""
+
+    patch_size: int
+    steps: int
+    data: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.patch_size < 64 or self.patch_size % 64:
+            raise ConfigError(f"schedule.stages.patch_size: must be a positive multiple of 64, got {self.patch_size}")
+        if self.steps < 1:
+            raise ConfigError(f"schedule.stages.steps: must be >= 1, got {self.steps}")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Stages in sequence (progressive patch size, datasets switched mid-training)."""
+
+    stages: tuple[Stage, ...]
+    adversarial_start: int = 0
+    small_images: str = "pad"
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ConfigError("schedule.stages: at least one stage is required")
+        if self.small_images not in SMALL_IMAGE_POLICIES:
+            raise ConfigError(f"schedule.small_images: one of {SMALL_IMAGE_POLICIES}, got {self.small_images!r}")
+
+    @property
+    def total_steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The whole training run."""
+
+    model: ModelSection
+    loss_weights: LossWeights
+    schedule: ScheduleConfig
+    perceptual: PerceptualConfig = PerceptualConfig()
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    optim: OptimConfig = OptimConfig()
+    batch_size: int = 8
+    num_workers: int = 0
+    seed: int = 0
+    precision: str = "fp32"
+    log_every: int = 10
+    checkpoint_every: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("batch_size", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+    def model_config(self):
+        """ModelConfig of the run, its rate levels spanning ``loss_weights.rate``."""
+        return self.model.build(self.loss_weights.rate)
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (YAML / checkpoint friendly); ``from_dict(to_dict())`` round-trips."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        return _build(cls, data, "config")
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a training YAML (a path, or a name under ``configs/``)."""
+    from stlic.paths import resolve_config
+
+    resolved = resolve_config(path)
+    with open(resolved, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    try:
+        return TrainConfig.from_dict(data if data is not None else {})
+    except ConfigError as error:
+        raise ConfigError(f"{resolved}: {error}") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _build(cls: type, data: Any, section: str) -> Any:
+    """Instantiate dataclass ``cls`` from mapping ``data``, checking keys and types."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"section {section!r}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in section {section!r}; known keys: {sorted(fields)}")
+    values = {}
+    for name, spec in fields.items():
+        if name in data:
+            values[name] = _convert(hints[name], data[name], f"{section}.{name}" if section != "config" else name)
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key {name!r} in section {section!r}")
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against type ``hint`` (dataclass, tuple, Optional, scalar, dict)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _convert(inner, value, where)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], item, f"{where}[{i}]") for i, item in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}: {value!r}")
+        return tuple(_convert(arg, item, f"{where}[{i}]") for i, (arg, item) in enumerate(zip(args, value)))
+    if hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")

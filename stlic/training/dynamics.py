@@ -1,0 +1,73 @@
+"""Adversarial training dynamics (ST-LIC, Fig. 2): smoothed L_G and L_D against the step.
+
+With ``D = sigmoid(logits)`` the non-saturating losses (``stlic.losses.adversarial``)
+
+    L_D = 1/2 E[-log D(x)] + 1/2 E[-log(1 - D(x_ref))],   L_G = E[-log D(x_ref)]
+
+both equal ``ln 2 ~= 0.693`` at the equilibrium ``D = 1/2``; the figure draws that line. Stable
+training keeps both curves near it; a discriminator that wins drives L_D -> 0 and L_G up.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from stlic.training.logging import read_log
+
+EQUILIBRIUM = math.log(2.0)
+
+
+class DynamicsCurves(NamedTuple):
+    """Steps and the moving averages of L_G and L_D at those steps."""
+
+    steps: np.ndarray
+    generator: np.ndarray
+    discriminator: np.ndarray
+
+
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` values: ``m_t = mean(v_{max(0, t-W+1)} .. v_t)``."""
+    if window < 1:
+        raise ValueError(f"smoothing window must be >= 1, got {window}")
+    values = np.asarray(values, dtype=np.float64)
+    cumulative = np.concatenate([[0.0], np.cumsum(values)])
+    index = np.arange(1, len(values) + 1)
+    start = np.maximum(index - window, 0)
+    return (cumulative[index] - cumulative[start]) / (index - start)
+
+
+def dynamics_curves(run_dir: str | Path, smooth: int = 1) -> DynamicsCurves:
+    """L_G / L_D curves of a run's log (steps without a discriminator update are skipped)."""
+    records = [r for r in read_log(run_dir) if r.get("disc_loss") is not None]
+    if not records:
+        raise ValueError(f"the log of {str(run_dir)!r} has no step with a discriminator update")
+    steps = np.array([r["step"] for r in records])
+    return DynamicsCurves(steps, moving_average([r["gen_loss"] for r in records], smooth),
+                          moving_average([r["disc_loss"] for r in records], smooth))
+
+
+def plot_dynamics(run_dir: str | Path, smooth: int = 1, out: str | Path | None = None) -> Path:
+    """Draw Fig. 2 for ``run_dir`` into ``out`` (default ``RUN/dynamics.png``); returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = dynamics_curves(run_dir, smooth)
+    figure, axis = plt.subplots(figsize=(6.4, 3.6), dpi=150)
+    axis.plot(curves.steps, curves.generator, label=r"$L_G$ (generator)", color="tab:blue")
+    axis.plot(curves.steps, curves.discriminator, label=r"$L_D$ (discriminator)", color="tab:orange")
+    axis.axhline(EQUILIBRIUM, color="gray", linestyle="--", linewidth=1, label=r"$\ln 2 \approx 0.693$")
+    axis.set_xlabel("step")
+    axis.set_ylabel(f"loss (moving average, {smooth} steps)" if smooth > 1 else "loss")
+    axis.set_title("Adversarial training dynamics")
+    axis.legend(loc="best", frameon=False)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path = Path(out) if out is not None else Path(run_dir) / "dynamics.png"
+    figure.savefig(path)
+    plt.close(figure)
+    return path

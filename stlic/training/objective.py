@@ -1,0 +1,66 @@
+"""The ST-LIC training objective: six unweighted losses and their weights (Table II).
+
+    L = lambda * R + l2 * MSE(x, x_hat) + l1 * L1(x, x_hat)
+        + lpips * LPIPS(x, x_ref) + wasserstein * WD(x, x_ref) + adversarial * L_G(x_ref | y_hat)
+
+``x_hat`` is the LALIC decoder output, ``x_ref`` the UNet refiner's: distortion losses train the
+codec only, the perceptual ones reach the refiner and, through ``x_hat``, the codec. ``R`` is the
+estimated bits per pixel and ``lambda`` the rate coefficient drawn for the batch. The latent
+condition of the discriminator is detached (HiFiC, Mentzer et al., NeurIPS 2020).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stlic.training.config import LOSS_NAMES, LossWeights, PerceptualConfig
+
+
+class STLICObjective(nn.Module):
+    """Computes ``{name: unweighted loss}`` for the names of :data:`LOSS_NAMES`.
+
+    Args:
+        weights: Table II coefficients (``rate`` is the lambda range, unused here).
+        perceptual: LPIPS / Wasserstein distortion settings.
+        adversarial: an :class:`stlic.losses.AdversarialLoss` (owns the discriminator).
+    """
+
+    def __init__(self, weights: LossWeights, perceptual: PerceptualConfig, adversarial: nn.Module) -> None:
+        super().__init__()
+        from stlic.losses import LPIPSLoss, RateLoss, WassersteinDistortion
+
+        self.coefficients = weights
+        self.rate = RateLoss()
+        self.lpips = LPIPSLoss(net=perceptual.lpips_net, source=perceptual.lpips_source,
+                               weights_path=perceptual.lpips_weights)
+        options = {"log2_sigma": perceptual.wasserstein_log2_sigma, "num_scales": perceptual.wasserstein_num_scales}
+        self.wasserstein = WassersteinDistortion(weights_path=perceptual.vgg_weights, vgg_backbone=perceptual.vgg_backbone,
+                                                 **{k: v for k, v in options.items() if v is not None})
+        self.adversarial = adversarial
+
+    def forward(self, x: Tensor, output) -> dict[str, Tensor]:
+        """Unweighted losses of one forward pass ``output`` (an STLICOutput) of batch ``x``."""
+        x_hat, x_refined = output.x_hat.float(), output.x_refined.float()
+        num_pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
+        return {
+            "rate": self.rate(output.likelihoods, num_pixels),
+            "l2": F.mse_loss(x_hat, x),
+            "l1": F.l1_loss(x_hat, x),
+            "lpips": self.lpips(x_refined, x),
+            "wasserstein": self.wasserstein(x, x_refined),
+            "adversarial": self.adversarial.generator_loss(x_refined, output.y_hat.detach().float()),
+        }
+
+    def weights(self, lambda_rate: float, adversarial_on: bool = True) -> dict[str, float]:
+        """Coefficients of this batch: ``rate`` -> ``lambda_rate``; L_G off during warm-up."""
+        weights = {name: float(getattr(self.coefficients, name)) for name in LOSS_NAMES[1:]}
+        if not adversarial_on:
+            weights["adversarial"] = 0.0
+        return {"rate": float(lambda_rate), **weights}
+
+
+def weighted_total(losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+    """``sum_k weights[k] * losses[k]`` over :data:`LOSS_NAMES`."""
+    return sum(weights[name] * losses[name] for name in LOSS_NAMES)

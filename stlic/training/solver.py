@@ -1,0 +1,238 @@
+"""ST-LIC solver: one training step (:meth:`STLICSolver.run_step`) and the loop around it.
+
+A step (ST-LIC, Sec. III; QVRF variable rate; HiFiC-style conditional GAN):
+
+1. draw ``ln lambda ~ U(ln lo, ln hi)``, ``level = model.level_for_lambda(lambda)``;
+2. forward, the six unweighted losses of :class:`STLICObjective` and their weights;
+3. ``backward(losses, weights)`` (default ``sum_k w_k L_k``), non-finite check, clip, AdamW step
+   over ``model.main`` + ``model.refiner`` (entropy-bottleneck quantiles excluded);
+4. aux step: quantiles on ``model.aux_loss()`` (CompressAI);
+5. discriminator step on the detached refiner output vs the real batch, conditioned on the
+   detached ``y_hat`` (skipped before ``schedule.adversarial_start``).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from stlic.training.checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_checkpoint, restore_rng_state,
+                                       save_atomic, seed_everything)
+from stlic.training.config import LOSS_NAMES, TrainConfig
+from stlic.training.data import ImageFolder, ResumableSampler, default_data_sources, make_loader
+from stlic.training.distributed import (DistributedContext, all_reduce_grads, all_reduce_mean,
+                                       average_gradients_in_backward, wrap_ddp)
+from stlic.training.logging import RunLogger
+from stlic.training.finite import check_finite_losses, clip_and_check_gradients
+from stlic.training.objective import STLICObjective, weighted_total
+from stlic.training.outputs import StepOutput
+from stlic.training.schedule import learning_rate, sample_rate_lambda, stage_at
+
+BackwardFn = Callable[[Mapping[str, Tensor], Mapping[str, float]], object]
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def psnr(x: Tensor, y: Tensor) -> float:
+    """Mean-squared-error PSNR in dB of [0, 1] images: ``10 log10(1 / MSE)`` over the batch."""
+    mse = torch.mean((x.detach().float().clamp(0, 1) - y.detach().float()) ** 2)
+    return float(-10 * torch.log10(mse.clamp_min(1e-10)))
+
+
+class STLICSolver:
+    """Trains ST-LIC (LALIC + UNet refiner + latent-conditioned discriminator).
+
+    Args:
+        config: the validated training config.
+        device: "cpu" or "cuda[:i]".
+        out_dir: run folder for logs and checkpoints (None: nothing is written).
+        data: image folders overriding every stage's ``data`` (None: the stage's, else default).
+        context: DDP rank / world size (default: single process).
+    """
+
+    def __init__(self, config: TrainConfig, device: str | torch.device = "cpu", out_dir: str | Path | None = None,
+                 data: Sequence[str | Path] | None = None, context: DistributedContext | None = None) -> None:
+        from stlic.layers.discriminator import LatentConditionedDiscriminator
+        from stlic.losses import AdversarialLoss
+        from stlic.registry import get_model
+
+        self.config, self.device = config, torch.device(device)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.context = context or DistributedContext()
+        self.data = [Path(p) for p in data] if data else None
+        seed_everything(config.seed)
+        self.model_config = config.model_config()
+        self.model = get_model("stlic", self.model_config).to(self.device)
+        optim = config.optim
+        discriminator = LatentConditionedDiscriminator(
+            latent_channels=self.model_config.latent_channels, base_channels=config.discriminator.base_channels,
+            n_layers=config.discriminator.n_layers).to(self.device)
+        average_gradients_in_backward(discriminator, self.context)
+        self.adversarial = AdversarialLoss(
+            discriminator,
+            lambda params: torch.optim.AdamW(params, lr=optim.disc_lr, betas=optim.disc_betas))
+        self.objective = STLICObjective(config.loss_weights, config.perceptual, self.adversarial).to(self.device)
+        self.trained = [(f"main.{n}", p) for n, p in self.model.main.named_parameters() if not n.endswith("quantiles")]
+        self.trained += [(f"refiner.{n}", p) for n, p in self.model.refiner.named_parameters()]
+        self.quantiles = [(n, p) for n, p in self.model.named_parameters() if n.endswith("quantiles")]
+        self.optimizer = torch.optim.AdamW([p for _, p in self.trained], lr=optim.lr, betas=optim.betas,
+                                           weight_decay=optim.weight_decay)
+        self.aux_optimizer = torch.optim.Adam([p for _, p in self.quantiles], lr=optim.aux_lr)
+        self.network = wrap_ddp(self.model, self.context, ignore=[n for n, _ in self.quantiles])
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.lambda_generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self._stream: tuple[int, int] = (0, 0)  # (stage index, batches drawn in that stage)
+        self._batches: Iterator[Tensor] | None = None
+
+    # ----------------------------------------------------------------- one step
+    def run_step(self, batch: Tensor, backward: BackwardFn | None = None) -> StepOutput:
+        """Train on ``batch`` (B, 3, H, W) in [0, 1]; ``backward(losses, weights)`` fills ``.grad``."""
+        if backward is not None and self.scaler.is_enabled():
+            raise ValueError("a custom backward cannot be combined with fp16 loss scaling; use fp32 or bf16")
+        config, step = self.config, self.step
+        x = batch.to(self.device, non_blocking=True)
+        self.model.train()
+        lr = learning_rate(config.optim, step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        lambda_rate = sample_rate_lambda(*config.loss_weights.rate, self.lambda_generator)
+        level = self.model.level_for_lambda(lambda_rate)
+        adversarial_on = step >= config.schedule.adversarial_start
+        with self._autocast():
+            output = self.network(x, level=level)
+        losses = self.objective(x, output)
+        weights = self.objective.weights(lambda_rate, adversarial_on)
+        check_finite_losses(losses, weights, step)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        (backward or self._default_backward)(losses, weights)
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = clip_and_check_gradients(self.trained, config.optim.grad_clip, step) \
+            if not self.scaler.is_enabled() else self._clip_scaled()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self._aux_step()
+        disc = self._discriminator_step(x, output) if adversarial_on else None
+        self.step += 1
+
+        scalars = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
+        scalars.update(psnr_decoded=psnr(output.x_hat, x), psnr_refined=psnr(output.x_refined, x))
+        if disc is not None:
+            scalars.update(disc_loss=float(disc.loss), d_real=float(disc.d_real), d_fake=float(disc.d_fake))
+        scalars = all_reduce_mean(scalars, self.context, self.device)
+        mean_losses = {name: scalars[f"loss/{name}"] for name in LOSS_NAMES}
+        return StepOutput(
+            step=self.step, losses=mean_losses, weights=weights,
+            total=sum(weights[k] * mean_losses[k] for k in LOSS_NAMES), lambda_rate=lambda_rate, level=level,
+            bpp=mean_losses["rate"], psnr_decoded=scalars["psnr_decoded"], psnr_refined=scalars["psnr_refined"],
+            gen_loss=mean_losses["adversarial"], disc_loss=scalars.get("disc_loss"), d_real=scalars.get("d_real"),
+            d_fake=scalars.get("d_fake"), grad_norm=grad_norm, lr=lr)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = _AUTOCAST_DTYPES.get(self.config.precision)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+    def _default_backward(self, losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> None:
+        self.scaler.scale(weighted_total(losses, weights)).backward()
+
+    def _clip_scaled(self) -> float:
+        """fp16: inf/NaN gradients are expected occasionally; GradScaler skips those steps."""
+        max_norm = self.config.optim.grad_clip or float("inf")
+        return float(torch.nn.utils.clip_grad_norm_([p for _, p in self.trained], max_norm))
+
+    def _aux_step(self) -> None:
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        self.model.aux_loss().backward()
+        all_reduce_grads([p for _, p in self.quantiles], self.context)
+        self.aux_optimizer.step()
+
+    def _discriminator_step(self, x: Tensor, output):
+        return self.adversarial.train_adv(output.x_refined.detach().float(), x, output.y_hat.detach().float())
+
+    # ----------------------------------------------------------------- loop
+    def fit(self, steps: int | None = None) -> StepOutput | None:
+        """Train until step ``steps`` (default: the schedule's total); log, checkpoint, return the last step.
+
+        Records go to ``RUN/train_log.jsonl`` / TensorBoard every ``log_every`` steps and a
+        checkpoint every ``checkpoint_every`` steps and at the end. A
+        :class:`NonFiniteLossError` propagates without overwriting the last good checkpoint.
+        """
+        from tqdm import tqdm
+
+        total = self.config.schedule.total_steps if steps is None else steps
+        writes = self.out_dir is not None and self.context.is_main
+        logger = RunLogger(self.out_dir, resume_step=self.step) if writes else None
+        progress = tqdm(total=total, initial=self.step, disable=not writes, desc="train", dynamic_ncols=True)
+        last = None
+        try:
+            while self.step < total:
+                last = self.run_step(self.next_batch())
+                progress.update(1)
+                progress.set_postfix(loss=f"{last.total:.4f}", bpp=f"{last.bpp:.3f}", psnr=f"{last.psnr_decoded:.2f}")
+                if logger is not None and self.step % self.config.log_every == 0:
+                    logger.log(last)
+                if self.step % self.config.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            progress.close()
+            if logger is not None:
+                logger.close()
+        if last is not None and self.step % self.config.checkpoint_every:
+            self.save_checkpoint()
+        return last
+
+    # ----------------------------------------------------------------- data
+    def next_batch(self) -> Tensor:
+        """Next training batch of the current stage (patch size and data of the stage)."""
+        at = stage_at(self.config.schedule, self.step)
+        stage_index, drawn = self._stream
+        if self._batches is None or stage_index != at.index:
+            if stage_index != at.index:
+                stage_index, drawn = at.index, 0
+            sources = self.data or list(at.stage.data) or default_data_sources()
+            dataset = ImageFolder(sources, at.stage.patch_size, self.config.schedule.small_images)
+            sampler = ResumableSampler(len(dataset), self.config.seed, stream=stage_index, rank=self.context.rank,
+                                       world_size=self.context.world_size, start=drawn * self.config.batch_size)
+            self._batches = make_loader(dataset, self.config.batch_size, sampler, self.config.num_workers)
+        self._stream = (stage_index, drawn + 1)
+        return next(self._batches)
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """Everything an exact resume needs (loadable with ``weights_only=True``)."""
+        return {
+            "step": self.step, "config": self.config.to_dict(), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "aux_optimizer": self.aux_optimizer.state_dict(),
+            "adversarial": self.adversarial.state_dict(),  # discriminator + its optimizer
+            "scaler": self.scaler.state_dict(),
+            "lambda_generator": self.lambda_generator.get_state(),
+            "data_stream": list(self._stream), "rng": capture_rng_state(),
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.aux_optimizer.load_state_dict(state["aux_optimizer"])
+        self.adversarial.load_state_dict(state["adversarial"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.lambda_generator.set_state(state["lambda_generator"])
+        self._stream, self._batches = tuple(state["data_stream"]), None
+        self.step = int(state["step"])
+        restore_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> Path | None:
+        """Atomically write ``RUN/checkpoint.pt`` (rank 0 only; None when nothing is written)."""
+        if self.out_dir is None or not self.context.is_main:
+            return None
+        return save_atomic(self.state_dict(), self.out_dir / CHECKPOINT_NAME)
+
+    def resume(self, path: str | Path | None = None) -> int:
+        """Load ``path`` (default ``RUN/checkpoint.pt``); returns the step training continues from."""
+        source = path if path is not None else self.out_dir
+        if source is None:
+            raise ValueError("resume needs a checkpoint path or an out_dir")
+        self.load_state_dict(load_checkpoint(source, map_location=self.device))
+        return self.step
