@@ -23,7 +23,6 @@ from typing import Optional, Union
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
 
 from gradbalance.table import ContributionTable
 
@@ -101,7 +100,8 @@ def _check_cell(table: ContributionTable, loss: str, group: str) -> None:
 def predicted_shares(shares: np.ndarray, multipliers: np.ndarray) -> np.ndarray:
     """``s_lg(m) = m_l s_lg / sum_k m_k s_kg`` in percent (NaN where absent)."""
     scaled = multipliers[:, None] * shares
-    return 100.0 * scaled / np.nansum(scaled, axis=0, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * scaled / np.nansum(scaled, axis=0, keepdims=True)
 
 
 def derive_coefficients(table: ContributionTable, target: Target, *,
@@ -119,8 +119,8 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
     """
     losses = list(table.mean.index)
     for loss, weight in table.weights.items():
-        if not weight > 0:
-            raise ValueError(f"loss {loss!r} was measured with weight {weight!r}; a positive weight "
+        if not (math.isfinite(weight) and weight != 0):
+            raise ValueError(f"loss {loss!r} was measured with weight {weight!r}; a nonzero weight "
                              "is needed to know how its share scales")
     current = {**{l: float(w) for l, w in table.weights.items()}, **dict(current or {})}
     fixed = dict(fixed) if fixed else {losses[0]: current[losses[0]]}
@@ -133,7 +133,10 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
         raise ValueError("a targeted loss has a zero measured share; scaling cannot change it")
     log_lo, log_hi = np.log(lower.to_numpy()), np.log(upper.to_numpy())
     targeted = ~np.isnan(log_lo)
-    start = np.array([math.log(_base(fixed[l]) / _base(current[l])) if l in fixed else 0.0 for l in losses])
+    ratios = {l: _base(fixed[l]) / _base(current[l]) for l in fixed}
+    if any(not r > 0 for r in ratios.values()):
+        raise ValueError(f"fixed coefficients must have the sign of the current ones: {fixed} vs {current}")
+    start = np.array([math.log(ratios[l]) if l in fixed else 0.0 for l in losses])
     free = [i for i, l in enumerate(losses) if l not in fixed and targeted[i].any()]
 
     def residuals(x: np.ndarray) -> np.ndarray:
@@ -144,6 +147,8 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
 
     log_m = start.copy()
     if free:
+        from scipy.optimize import least_squares  # imported here: scipy is slow to import
+
         solution = least_squares(residuals, np.zeros(len(free)), xtol=1e-14, ftol=1e-14, gtol=1e-14)
         log_m[free] = solution.x
     multipliers = dict(zip(losses, np.exp(log_m).tolist()))

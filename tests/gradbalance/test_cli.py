@@ -1,0 +1,83 @@
+"""End to end: ``python -m gradbalance probe`` on the example target, then table / derive / plot."""
+from __future__ import annotations
+
+import json
+from importlib.metadata import entry_points
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from gradbalance.cli import main
+from gradbalance.run import ProbeRun
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    done = subprocess.run([sys.executable, "-m", "gradbalance", "probe", "--model", "example", "--steps", "6",
+                           "--every", "2", "--cosine", "--patch-size", "16", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "| loss | encoder | decoder |" in done.stdout and "TinyAutoencoder" in done.stdout
+    return out
+
+
+def test_probe_writes_records_tables_plots_and_metadata(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    for stem in ("table", "precond_table"):
+        assert {f"{stem}.md", f"{stem}.csv", f"{stem}.tex"} <= names
+    assert {"records.csv", "cosine.csv", "run.json", "heatmap.png", "stacked.png", "shares_over_steps.png",
+            "precond_heatmap.png"} <= names
+    records = pd.read_csv(run_dir / "records.csv")
+    assert sorted(records["step"].unique()) == [0, 2, 4]
+    assert records.query("loss == 'rate' and group == 'decoder'")["norm"].isna().all()
+    np.testing.assert_allclose(records["norm"], records["raw_norm"] * records["weight"].abs())
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["model"] == "example" and meta["steps"] == 6 and meta["every"] == 2
+    assert meta["loss_order"] == ["rate", "l2", "l1"] and meta["groups"] == ["encoder", "decoder"]
+
+
+def test_table_command_rebuilds_the_saved_table(run_dir, capsys):
+    saved = (run_dir / "table.md").read_text().strip()
+    assert main(["table", str(run_dir)]) == 0
+    assert saved in capsys.readouterr().out
+    assert main(["table", str(run_dir), "--window", "1", "--format", "latex"]) == 0
+    latex = capsys.readouterr().out
+    assert "1 probed steps" in latex and r"\begin{tabular}{lcc}" in latex and "rate & " in latex
+
+
+def test_console_script_is_registered():
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("gradbalance") == "gradbalance.cli:main"
+
+
+def test_derive_command_exports_a_config(run_dir, tmp_path, capsys):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"loss_weights": {"rate": [0.002, 0.02], "l2": 1.0, "l1": 0.1}, "seed": 1}))
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(yaml.safe_dump({"decoder": {"l2": 60.0, "l1": 40.0}}))
+    out = tmp_path / "derived" / "x.yaml"
+    assert main(["derive", str(run_dir), "--target", str(targets), "--base", str(base), "--out", str(out),
+                 "--fixed", "l2=1.0"]) == 0
+    derived = yaml.safe_load(out.read_text())
+    table = ProbeRun.load(run_dir).table()
+    expected_l1 = 0.1 * (40 / 60) * table.mean.loc["l2", "decoder"] / table.mean.loc["l1", "decoder"]
+    assert derived["loss_weights"]["l1"] == pytest.approx(expected_l1, rel=1e-6)
+    assert derived["loss_weights"]["rate"] == [0.002, 0.02] and derived["seed"] == 1
+    assert main(["derive", str(run_dir), "--target", "equal", "--base", str(base), "--out", str(out)]) == 0
+    assert "residual" in capsys.readouterr().out
+    assert main(["derive", str(run_dir), "--target", "equal", "--base", str(base), "--out", str(out),
+                 "--fixed", "oops"]) == 2
+    assert "--fixed expects" in capsys.readouterr().err
+
+
+def test_plot_command_and_missing_run(run_dir, tmp_path, capsys):
+    (run_dir / "heatmap.png").unlink()
+    assert main(["plot", str(run_dir)]) == 0
+    assert (run_dir / "heatmap.png").stat().st_size > 0
+    assert main(["table", str(tmp_path / "nowhere")]) == 2
+    assert "not a probe run" in capsys.readouterr().err
