@@ -2,8 +2,15 @@
 
     FID = ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^{1/2})
 
-Computed in float64 with ``scipy.linalg.sqrtm`` like pytorch-fid and torch-fidelity; a tiny
-imaginary part of the matrix square root (numerical noise) is dropped, a large one raises.
+Everything is float64. The trace term has two implementations, equal for PSD covariances
+(``S_1 S_2`` is similar to the PSD ``A = S_1^{1/2} S_2 S_1^{1/2}``, so both have the same
+eigenvalues):
+
+* ``method="eigh"`` (default): ``Tr (S_1 S_2)^{1/2} = sum_i sqrt(max(lambda_i(A), 0))`` with
+  two symmetric eigendecompositions; exact for the rank-deficient covariances of small patch sets
+  and ~10x faster than ``sqrtm`` at D = 2048.
+* ``method="sqrtm"``: ``scipy.linalg.sqrtm(S_1 S_2)`` as in pytorch-fid / torch-fidelity (with
+  their ``eps * I`` retry when the product is singular; a large imaginary part raises).
 """
 from __future__ import annotations
 
@@ -42,13 +49,38 @@ def gaussian_stats(features: ArrayLike) -> GaussianStats:
     return GaussianStats(feats.mean(axis=0), np.cov(feats, rowvar=False), feats.shape[0])
 
 
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    eigenvalues, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ vectors.T
+
+
+def _trace_sqrt_product_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    root = _psd_sqrt(sigma1)
+    inner = root @ sigma2 @ root
+    eigenvalues = np.linalg.eigvalsh((inner + inner.T) / 2)
+    return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+
+
+def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float) -> float:
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        warnings.warn(f"sqrtm(sigma1 sigma2) is singular; adding {eps} * I to both covariances")
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"sqrtm(sigma1 sigma2) has a large imaginary part {np.abs(covmean.imag).max():.3g}")
+        covmean = covmean.real
+    return float(np.trace(covmean))
+
+
 def frechet_distance(
-    mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike, eps: float = 1e-6
+    mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike, method: str = "eigh", eps: float = 1e-6
 ) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
 
-    When ``sigma1 @ sigma2`` is singular (rank-deficient covariances: fewer samples than
-    feature dimensions) ``eps * I`` is added to both covariances, as pytorch-fid does.
+    ``method``: ``"eigh"`` (default) or ``"sqrtm"`` (see the module docstring); ``eps`` is the
+    diagonal offset of the ``sqrtm`` retry for singular products.
 
     Example:
         >>> import numpy as np
@@ -64,17 +96,14 @@ def frechet_distance(
         raise ValueError(
             f"covariances must be {dim}x{dim} to match the means, got {sigma1.shape} and {sigma2.shape}"
         )
+    if method == "eigh":
+        trace_sqrt = _trace_sqrt_product_eigh(sigma1, sigma2)
+    elif method == "sqrtm":
+        trace_sqrt = _trace_sqrt_product_sqrtm(sigma1, sigma2, eps)
+    else:
+        raise ValueError(f"method must be 'eigh' or 'sqrtm', got {method!r}")
     diff = mu1 - mu2
-    covmean, _ = scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)
-    if not np.isfinite(covmean).all():
-        warnings.warn(f"sqrtm(sigma1 sigma2) is singular; adding {eps} * I to both covariances")
-        offset = np.eye(dim) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"sqrtm(sigma1 sigma2) has a large imaginary part {np.abs(covmean.imag).max():.3g}")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt)
 
 
 def fid_from_features(real_features: ArrayLike, fake_features: ArrayLike) -> float:

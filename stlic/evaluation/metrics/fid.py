@@ -38,6 +38,16 @@ def quantize_8bit(images: Tensor) -> Tensor:
     return torch.round(images.clamp(0.0, 1.0) * 255.0) / 255.0
 
 
+def check_fid_sample_count(count: int, min_patches: int = MIN_FID_PATCHES, what: str | None = None) -> None:
+    """Raise ValueError when ``count`` patches are too few for FID (see the module docstring)."""
+    if count < min_patches:
+        raise ValueError(
+            f"FID refused: {what or count} patches, fewer than the minimum of {min_patches} (FID on so "
+            "few samples is dominated by its bias); evaluate more or larger images, lower the minimum "
+            "knowingly (--fid-min-patches), or disable FID (--no-fid)"
+        )
+
+
 class FIDMetric(SumStateMetric):
     """Patch FID (FID/256 of HiFiC) between reference and reconstructed images.
 
@@ -75,17 +85,21 @@ class FIDMetric(SumStateMetric):
             state[f"{side}_count"] = torch.zeros((), dtype=torch.float64)
         return state
 
-    def _features(self, images: Tensor) -> Tensor:
+    def patch_features(self, images: Tensor) -> Tensor:
+        """(N, D) features of the 8-bit-quantised FID patches of (B, 3, H, W) images in [0, 1].
+
+        Compute the reference features once and feed them to several metrics (e.g. decoder and
+        refiner outputs) with :meth:`update_features`.
+        """
         if self.feature_extractor is None:
             from stlic.evaluation.inception import FIDInceptionV3
 
             self.feature_extractor = FIDInceptionV3()
-        chunks = [self.feature_extractor(batch) for batch in images.split(self.batch_size)]
-        return torch.cat(chunks) if chunks else images.new_zeros((0, self.feature_dim))
-
-    def _samples(self, images: Tensor) -> Tensor:
-        images = quantize_8bit(images.detach())
-        return extract_fid_patches(images, self.patch_size) if self.patch_size else images
+        samples = quantize_8bit(images.detach())
+        if self.patch_size:
+            samples = extract_fid_patches(samples, self.patch_size)
+        chunks = [self.feature_extractor(batch) for batch in samples.split(self.batch_size)]
+        return torch.cat(chunks) if chunks else samples.new_zeros((0, self.feature_dim))
 
     def update_features(self, features: Tensor, real: bool) -> None:
         """Accumulate an (N, D) feature matrix into the real or the fake set."""
@@ -102,9 +116,9 @@ class FIDMetric(SumStateMetric):
 
         Returns the number of patches added.
         """
-        samples = self._samples(images)
-        self.update_features(self._features(samples), real)
-        return samples.shape[0]
+        features = self.patch_features(images)
+        self.update_features(features, real)
+        return features.shape[0]
 
     def counts(self) -> tuple[int, int]:
         return int(self._state["real_count"].item()), int(self._state["fake_count"].item())
@@ -117,12 +131,7 @@ class FIDMetric(SumStateMetric):
 
     def compute(self) -> FIDResult:
         num_real, num_fake = self.counts()
-        if min(num_real, num_fake) < self.min_patches:
-            raise ValueError(
-                f"FID refused: {num_real} reference and {num_fake} reconstructed patches, fewer than the "
-                f"minimum of {self.min_patches} (FID on so few samples is dominated by its bias); "
-                "evaluate more images or disable FID (--no-fid)"
-            )
+        check_fid_sample_count(min(num_real, num_fake), self.min_patches, f"{num_real} reference and {num_fake} reconstructed")
         if min(num_real, num_fake) <= self.feature_dim:
             warnings.warn(
                 f"FID over {min(num_real, num_fake)} samples <= {self.feature_dim} feature dimensions: the "

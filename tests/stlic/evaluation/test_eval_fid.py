@@ -8,23 +8,35 @@ from stlic.evaluation.functional import fid_from_features, frechet_distance, gau
 from stlic.evaluation.metrics import FIDMetric
 
 
-def test_frechet_distance_diagonal_covariances_closed_form():
+@pytest.mark.parametrize("method", ["eigh", "sqrtm"])
+def test_frechet_distance_diagonal_covariances_closed_form(method):
     rng = np.random.default_rng(0)
     mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
     s1, s2 = rng.uniform(0.1, 3, size=6), rng.uniform(0.1, 3, size=6)
     expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
-    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-10)
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2), method=method) == pytest.approx(expected, rel=1e-10)
 
 
-def test_frechet_distance_commuting_full_covariances_closed_form():
+@pytest.mark.parametrize("method", ["eigh", "sqrtm"])
+def test_frechet_distance_commuting_full_covariances_closed_form(method):
     rng = np.random.default_rng(1)
     q, _ = np.linalg.qr(rng.normal(size=(5, 5)))  # shared eigenbasis -> the covariances commute
     d1, d2 = rng.uniform(0.2, 2, size=5), rng.uniform(0.2, 2, size=5)
     sigma1, sigma2 = q @ np.diag(d1) @ q.T, q @ np.diag(d2) @ q.T
     mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
     expected = np.sum((mu1 - mu2) ** 2) + np.sum(d1 + d2 - 2 * np.sqrt(d1 * d2))
-    assert frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-9)
-    assert frechet_distance(mu1, sigma1, mu1, sigma1) == pytest.approx(0.0, abs=1e-9)
+    assert frechet_distance(mu1, sigma1, mu2, sigma2, method=method) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(mu1, sigma1, mu1, sigma1, method=method) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_eigh_and_sqrtm_agree_on_non_commuting_and_rank_deficient_covariances():
+    rng = np.random.default_rng(3)
+    for samples in (40, 12):  # full rank, then rank 11 < 16 dimensions
+        a, b = rng.normal(size=(samples, 16)), rng.normal(size=(samples, 16)) @ rng.normal(size=(16, 16))
+        args = (a.mean(0), np.cov(a.T), b.mean(0), np.cov(b.T))
+        assert frechet_distance(*args, method="eigh") == pytest.approx(frechet_distance(*args, method="sqrtm"), rel=1e-6)
+    with pytest.raises(ValueError, match="method must be"):
+        frechet_distance(*args, method="svd")
 
 
 def test_frechet_distance_rejects_mismatched_shapes():

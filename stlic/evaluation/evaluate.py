@@ -1,0 +1,208 @@
+"""`stlic eval`: real-bitstream evaluation of a checkpoint on an image folder (ST-LIC Table III).
+
+For every image: encode with the codec (``bpp = 8 * len(file) / (H * W)``), decode, and measure
+PSNR, MS-SSIM and LPIPS of both reconstructions (decoder output and refined output); over the set,
+FID/256 of both (HiFiC patch protocol, one reference feature pass shared by the two). Writes
+``per_image.csv``, ``summary.json``, ``table3.md`` (and K comparison figures) into ``out``.
+
+Input handling: a missing folder or one without images raises; a file with an image suffix that
+cannot be read is skipped with a warning naming it (and listed in the summary's notes); images
+smaller than 161 px get MS-SSIM = NaN (excluded from the mean, noted). FID is refused up front,
+before any coding, when the set has fewer than ``fid_min_patches`` patches.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from stlic.evaluation.functional.fid_patches import FID_PATCH_SIZE, count_fid_patches
+from stlic.evaluation.functional.ms_ssim import MS_SSIM_MIN_SIZE
+from stlic.evaluation.metrics import MIN_FID_PATCHES, FIDMetric, LPIPSMetric, MSSSIMMetric, PSNRMetric
+from stlic.evaluation.metrics.fid import check_fid_sample_count
+from stlic.evaluation.results import OUTPUTS, EvalSummary, ImageResult, OutputSummary, write_results
+from stlic.paths import IMAGE_SUFFIXES
+
+DISTS_UNAVAILABLE = (
+    "DISTS not computed: no implementation with offline real weights is available "
+    "(piq's DISTS downloads its weights at run time)"
+)
+
+
+@dataclass
+class EvalOptions:
+    rate_level: float | None = None  # QVRF level; default 0 when no target bpp is given
+    target_bpp: float | None = None  # per-image level search (find_level_for_bpp)
+    lpips_net: str = "vgg"
+    lpips_source: str = "stlpips"
+    lpips_weights: str | None = None
+    fid: bool = True
+    fid_min_patches: int = MIN_FID_PATCHES
+    inception_path: str | None = None
+    dists: bool = False
+    limit: int | None = None
+    figures: int = 0
+    method: str | None = None
+    progress: bool = True
+
+
+class ImageFile(NamedTuple):
+    path: Path
+    height: int
+    width: int
+
+
+class EvalResult(NamedTuple):
+    summary: EvalSummary
+    images: list[ImageResult]
+    files: dict[str, Path]
+
+
+def find_images(folder: str | Path, limit: int | None = None) -> tuple[list[ImageFile], list[str]]:
+    """Readable images of ``folder`` (sorted, at most ``limit``) and the warnings for skipped files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist or is not a directory")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
+    candidates = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    images, skipped = [], []
+    for path in candidates:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+                width, height = image.size
+        except Exception as error:  # PIL raises many types for broken files
+            skipped.append(f"skipped unreadable image {path.name} ({type(error).__name__}: {error})")
+            warnings.warn(skipped[-1])
+            continue
+        images.append(ImageFile(path, height, width))
+        if limit is not None and len(images) == limit:
+            break
+    if not images:
+        raise ValueError(f"no readable images in {str(folder)!r} (suffixes {', '.join(IMAGE_SUFFIXES)})")
+    return images, skipped
+
+
+def _encode(model, image: torch.Tensor, options: EvalOptions) -> tuple[bytes, float]:
+    from stlic.codec.codec import coding_level, compress_image, find_level_for_bpp
+
+    if options.target_bpp is not None:
+        search = find_level_for_bpp(model, image, options.target_bpp)
+        return search.data, search.level
+    level = coding_level(model, options.rate_level or 0.0)
+    return compress_image(model, image, level), level
+
+
+class _OutputMetrics:
+    """PSNR, MS-SSIM, LPIPS (and FID) accumulators of one reconstruction."""
+
+    def __init__(self, lpips: LPIPSMetric, fid: FIDMetric | None) -> None:
+        self.psnr, self.ms_ssim, self.lpips, self.fid = PSNRMetric(), MSSSIMMetric(), lpips, fid
+
+    def update(self, x: torch.Tensor, x_hat: torch.Tensor) -> tuple[float, float, float]:
+        psnr = float(self.psnr.update(x, x_hat)[0])
+        ms_ssim = float(self.ms_ssim.update(x, x_hat)[0]) if min(x.shape[-2:]) >= MS_SSIM_MIN_SIZE else math.nan
+        return psnr, ms_ssim, float(self.lpips.update(x_hat, x)[0])
+
+    def summary(self) -> OutputSummary:
+        psnr = self.psnr.compute()
+        fid = self.fid.compute() if self.fid is not None else None
+        return OutputSummary(
+            psnr=psnr.mean_psnr, psnr_pooled=psnr.pooled_psnr,
+            ms_ssim=self.ms_ssim.compute() if self.ms_ssim.count else None, lpips=self.lpips.compute(),
+            fid=fid.fid if fid else None, fid_patches=fid.num_fake if fid else None,
+        )
+
+
+def _build_metrics(options: EvalOptions) -> dict[str, _OutputMetrics]:
+    """One accumulator set per output; the LPIPS and Inception networks are loaded once, shared."""
+    from stlic.evaluation.lpips_metric import make_lpips_metric
+
+    lpips = make_lpips_metric(options.lpips_net, options.lpips_source, options.lpips_weights)
+    inception = None
+    if options.fid:
+        from stlic.evaluation.inception import FIDInceptionV3
+
+        inception = FIDInceptionV3(options.inception_path)
+    return {
+        output: _OutputMetrics(
+            lpips if index == 0 else LPIPSMetric(lpips.distance, lpips.name),
+            FIDMetric(inception, min_patches=options.fid_min_patches) if inception is not None else None,
+        )
+        for index, output in enumerate(OUTPUTS)
+    }
+
+
+def _check_options(options: EvalOptions) -> None:
+    if options.rate_level is not None and options.target_bpp is not None:
+        raise ValueError("give either a rate level or a target bpp, not both")
+    if options.figures < 0:
+        raise ValueError(f"--figures must be >= 0, got {options.figures}")
+
+
+def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options: EvalOptions | None = None) -> EvalResult:
+    """Evaluate ``checkpoint`` on the images of ``data``; results go to ``out`` (see module doc)."""
+    from stlic.checkpoints import load_model_checkpoint
+    from stlic.codec.codec import bits_per_pixel, decompress_image
+    from stlic.codec.image_io import read_image
+    from stlic.evaluation.figures import PanelScores, save_comparison_figure
+
+    options = options or EvalOptions()
+    _check_options(options)
+    files, notes = find_images(data, options.limit)
+    if options.fid:  # refuse before spending minutes on coding
+        patches = sum(count_fid_patches(f.height, f.width) for f in files)
+        check_fid_sample_count(patches, options.fid_min_patches)
+    model, _, _ = load_model_checkpoint(checkpoint)
+    metrics = _build_metrics(options)
+    lpips = metrics[OUTPUTS[0]].lpips
+    out = Path(out)
+    results: list[ImageResult] = []
+    for index, file in enumerate(tqdm(files, desc="stlic eval", unit="img", disable=not options.progress)):
+        x = read_image(file.path)
+        data_bytes, level = _encode(model, x, options)
+        decoded = decompress_image(model, data_bytes)
+        x = x.unsqueeze(0)
+        outputs = {"decoder": decoded.x_hat.cpu().clamp(0, 1), "refined": decoded.x_refined.cpu().clamp(0, 1)}
+        scores = {name: metrics[name].update(x, outputs[name]) for name in OUTPUTS}
+        if options.fid:
+            real_features = metrics[OUTPUTS[0]].fid.patch_features(x)  # shared reference pass
+            for name in OUTPUTS:
+                metrics[name].fid.update_features(real_features, real=True)
+                metrics[name].fid.update(outputs[name], real=False)
+        bpp = bits_per_pixel(data_bytes, x)
+        results.append(ImageResult(
+            file.path.name, file.height, file.width, level, len(data_bytes), bpp,
+            scores["decoder"][0], scores["refined"][0], scores["decoder"][1], scores["refined"][1],
+            scores["decoder"][2], scores["refined"][2],
+        ))
+        if index < options.figures:
+            save_comparison_figure(
+                out / "figures" / f"{file.path.stem}.png", x, outputs["decoder"], outputs["refined"], bpp,
+                PanelScores(*scores["decoder"][::2]), PanelScores(*scores["refined"][::2]), lpips.name,
+                image_name=file.path.name,
+            )
+    if any(math.isnan(r.ms_ssim_refined) for r in results):
+        notes.append(f"MS-SSIM skipped for images under {MS_SSIM_MIN_SIZE} px (NaN in per_image.csv)")
+    if not options.fid:
+        notes.append("FID disabled (--no-fid)")
+    if options.dists:
+        warnings.warn(DISTS_UNAVAILABLE)
+        notes.append(DISTS_UNAVAILABLE)
+    summary = EvalSummary(
+        method=options.method or Path(checkpoint).stem,
+        checkpoint=str(checkpoint), data=str(data), num_images=len(results),
+        bpp=sum(r.bpp for r in results) / len(results),
+        rate_level=None if options.target_bpp is not None else (options.rate_level or 0.0),
+        target_bpp=options.target_bpp, lpips_name=lpips.name,
+        fid_name=f"FID/{FID_PATCH_SIZE}",
+        outputs={name: metrics[name].summary() for name in OUTPUTS}, notes=notes,
+    )
+    return EvalResult(summary, results, write_results(out, summary, results))
