@@ -47,6 +47,16 @@ def most_textured_crop(image: Tensor, size: int | None = None) -> Crop:
     return Crop(index // energy.shape[1], index % energy.shape[1], size)
 
 
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
+    """Tight layout, create the folder, save (format from the suffix), close; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _to_numpy(image: Tensor):
     image = image[0] if image.dim() == 4 else image
     return image.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
@@ -90,9 +100,4 @@ def save_comparison_figure(
         for axis in (full, zoom):
             axis.set_xticks([])
             axis.set_yticks([])
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from stlic.evaluation.figures import save_figure  # noqa: E402
 from stlic.evaluation.rd import RDCurve  # noqa: E402
 
 AXIS_LABELS = {"psnr": "PSNR (dB) ↑", "lpips": "LPIPS ↓", "ms_ssim": "MS-SSIM ↑", "fid": "FID/256 ↓"}
@@ -32,9 +33,4 @@ def plot_rd_curve(curves: list[RDCurve], anchors: list[RDCurve], metric: str, pa
     if title:
         ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

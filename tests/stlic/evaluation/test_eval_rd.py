@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from stlic.cli import main as stlic_main
 from stlic.evaluation.rd import RDCurve, bd_metrics, compare_to_anchors, load_anchor_csv, load_eval_summaries
 from stlic.evaluation.rd_plot import plot_rd_curve
 from stlic.evaluation.table import TableRow, table3_markdown
@@ -87,3 +88,19 @@ def test_table3_layout():
     assert lines[0] == "| Method | bpp | PSNR (dB) ↑ | MS-SSIM ↑ | ST-LPIPS(vgg) ↓ | FID/256 ↓ |"
     assert lines[2] == "| A | 0.1000 | 28.12 | - | 0.1000 | 12.00 |"
     assert lines[3].startswith("| B | 0.2000 | 30.00 | 0.9500")
+
+
+def test_stlic_rd_command_writes_plots_and_bd_table(tmp_path, capsys):
+    lalic = load_anchor_csv(ANCHORS / "lalic_kodak.csv")
+    results = []
+    for i, (bpp, psnr) in enumerate(zip(lalic.bpp, lalic.metrics["psnr"])):  # LALIC's curve at 0.9x the rate
+        summary = {"method": "mine", "bpp": 0.9 * bpp, "outputs": {"refined": {"psnr": psnr + 0.0, "lpips": None}}}
+        results.append(tmp_path / f"s{i}.json")
+        results[-1].write_text(json.dumps(summary))
+    out = tmp_path / "rd"
+    assert stlic_main(["rd", *map(str, results), "--anchors", str(ANCHORS / "lalic_kodak.csv"), "--out", str(out)]) == 0
+    assert "| mine | LALIC | psnr | -10.00 |" in capsys.readouterr().out
+    assert (out / "rd_psnr.png").is_file() and not (out / "rd_lpips.png").exists()
+    bd = (out / "bd.csv").read_text().splitlines()
+    assert bd[0] == "method,anchor,metric,bd_rate,bd_quality,note" and len(bd) == 2
+    assert stlic_main(["rd", str(tmp_path / "missing"), "--out", str(out)]) == 2
