@@ -1,0 +1,153 @@
+"""Wasserstein distortion against a float64 loop-by-loop reference and its limiting cases."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stlic.losses import WassersteinDistortion, local_statistics, wasserstein_distortion
+
+TAPS = (0.25, 0.5, 0.25)
+
+
+def _np_lowpass(a):
+    """3x3 [1/4,1/2,1/4] outer-product filter, replicate borders, explicit loops."""
+    height, width = a.shape
+    out = np.zeros_like(a)
+    for i in range(height):
+        for j in range(width):
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    ii, jj = min(max(i + di, 0), height - 1), min(max(j + dj, 0), width - 1)
+                    out[i, j] += TAPS[di + 1] * TAPS[dj + 1] * a[ii, jj]
+    return out
+
+
+def _np_wd(fa, fb, log2_sigma, levels):
+    """WD of (C, H, W) float64 maps with an (H, W) log2-sigma map, straight from the formula."""
+    weight = lambda level, sigma: np.maximum(0.0, 1 - np.abs(sigma - level))  # noqa: E731
+    total = (weight(0, log2_sigma) * (fa - fb) ** 2).mean()
+    cur = [fa.copy(), fb.copy()]
+    sq = [fa**2, fb**2]
+    sigma = log2_sigma
+    for level in range(1, levels + 1):
+        if level >= 2:
+            sigma = _np_lowpass(sigma)[::2, ::2]
+        means, stds = [], []
+        for k in range(2):
+            m = np.stack([_np_lowpass(c) for c in cur[k]])
+            p = np.stack([_np_lowpass(c) for c in sq[k]])
+            means.append(m)
+            stds.append(np.sqrt(np.maximum(p - m**2, 0)))
+            cur[k], sq[k] = m[:, ::2, ::2], p[:, ::2, ::2]
+        distance = (means[0] - means[1]) ** 2 + (stds[0] - stds[1]) ** 2
+        total += (weight(level, sigma)[None] * distance).mean()
+    return total
+
+
+@pytest.mark.parametrize("sigma_kind", ["map", "scalar"])
+def test_matches_float64_brute_force(sigma_kind):
+    rng = np.random.default_rng(0)
+    fa, fb = rng.normal(size=(2, 7, 5)), rng.normal(size=(2, 7, 5)) * 1.5 + 0.3
+    sigma = rng.uniform(0, 3, size=(7, 5)) if sigma_kind == "map" else np.full((7, 5), 1.5)
+    expected = _np_wd(fa, fb, sigma, levels=3)
+    torch_sigma = torch.from_numpy(sigma)[None, None] if sigma_kind == "map" else 1.5
+    got = wasserstein_distortion(torch.from_numpy(fa)[None], torch.from_numpy(fb)[None], torch_sigma, num_levels=3)
+    assert got.shape == (1,)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_local_statistics_match_explicit_window():
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(1, 1, 6, 6))
+    stats = local_statistics(torch.from_numpy(f), num_levels=2)
+    m1 = _np_lowpass(f[0, 0])
+    s1 = np.sqrt(np.maximum(_np_lowpass(f[0, 0] ** 2) - m1**2, 0))
+    np.testing.assert_allclose(stats.means[0][0, 0].numpy(), m1, rtol=1e-12)
+    np.testing.assert_allclose(stats.stds[0][0, 0].numpy(), s1, rtol=1e-12)
+    assert stats.means[1].shape[-2:] == (3, 3)  # level 2 lives at half resolution
+    np.testing.assert_allclose(stats.means[1][0, 0].numpy(), _np_lowpass(m1[::2, ::2]), rtol=1e-12)
+
+
+def test_log2_sigma_zero_is_feature_mse():
+    g = torch.Generator().manual_seed(2)
+    fa, fb = torch.randn(3, 4, 9, 8, generator=g), torch.randn(3, 4, 9, 8, generator=g)
+    expected = (fa - fb).square().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(wasserstein_distortion(fa, fb, 0.0), expected)
+    torch.testing.assert_close(wasserstein_distortion(fa, fb, torch.zeros(1, 1, 9, 8)), expected)
+
+
+def test_large_sigma_is_texture_invariant():
+    g = torch.Generator().manual_seed(3)
+    fa, fb = torch.randn(1, 4, 64, 64, generator=g), torch.randn(1, 4, 64, 64, generator=g)
+    mse = wasserstein_distortion(fa, fb, 0.0).item()  # ~2 for i.i.d. unit noise
+    same_statistics = wasserstein_distortion(fa, fb, 5.0).item()
+    other_statistics = wasserstein_distortion(fa, 3 * fb + 1, 5.0).item()
+    assert same_statistics < 0.05 * mse
+    assert other_statistics > 20 * same_statistics
+
+
+@pytest.fixture(scope="module")
+def wd(tmp_path_factory):
+    import os
+
+    saved = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("empty_torch_home"))
+    try:
+        return WassersteinDistortion(log2_sigma=2.0)  # offline: ST-LPIPS VGG trunk
+    finally:
+        if saved is None:
+            del os.environ["TORCH_HOME"]
+        else:
+            os.environ["TORCH_HOME"] = saved
+
+
+def _independent_features(wd, x):
+    image = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    scales = [x, F.avg_pool2d(x, 2), F.avg_pool2d(F.avg_pool2d(x, 2), 2)]
+    return [image] + [f for s in scales for f in wd.backbone(s)]
+
+
+def test_image_level_sigma_zero_is_sum_of_feature_mse(wd):
+    assert wd.backbone_name == "stlpips-vgg16-antialiased"
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.rand(2, 3, 72, 72, generator=g), torch.rand(2, 3, 72, 72, generator=g)
+    with torch.no_grad():
+        features_x, features_y = _independent_features(wd, x), _independent_features(wd, y)
+        assert len(features_x) == 1 + 5 * 3
+        expected = sum((a - b).square().mean() for a, b in zip(features_x, features_y))
+        torch.testing.assert_close(wd(x, y, log2_sigma=0.0), expected, rtol=1e-5, atol=0)
+
+
+def test_image_level_noise_textures_score_below_mse(wd):
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.rand(1, 3, 72, 72, generator=g), torch.rand(1, 3, 72, 72, generator=g)
+    with torch.no_grad():
+        # deep VGG maps are coarse (sigma shrinks by their stride), so the gain is partial there
+        assert wd(x, y, log2_sigma=5.0) < 0.75 * wd(x, y, log2_sigma=0.0)
+        constant_map = torch.full((1, 1, 72, 72), 3.0)
+        torch.testing.assert_close(wd(x, y, constant_map), wd(x, y, 3.0))
+
+
+def test_gradients_finite_at_zero_variance_and_identical_inputs(wd):
+    x = torch.full((1, 3, 72, 72), 0.5, requires_grad=True)
+    wd(x, torch.full((1, 3, 72, 72), 0.3)).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    y = torch.rand(1, 3, 72, 72)
+    z = y.clone().requires_grad_(True)
+    loss = wd(z, y)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(z.grad).all()
+
+
+def test_bad_inputs_are_named(wd):
+    x = torch.rand(1, 3, 72, 72)
+    with pytest.raises(ValueError, match="log2_sigma"):
+        wd(x, x, log2_sigma=6.0)
+    with pytest.raises(ValueError, match="log2_sigma"):
+        wd(x, x, log2_sigma=-1.0)
+    with pytest.raises(ValueError, match="num_scales"):
+        wd(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="equal shape"):
+        wd(x, torch.rand(1, 3, 72, 96))
+    with pytest.raises(ValueError, match="equal shape"):
+        wasserstein_distortion(torch.rand(1, 2, 4, 4), torch.rand(1, 2, 4, 5), 1.0)
