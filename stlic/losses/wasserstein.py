@@ -121,6 +121,8 @@ def wasserstein_distortion(
     _check_log2_sigma(log2_sigma, num_levels)
     if isinstance(log2_sigma, Tensor):
         log2_sigma = log2_sigma.to(features_a).expand(features_a.shape[0], 1, *features_a.shape[-2:])
+    else:  # levels above floor(sigma) + 1 have zero weight everywhere: skip their statistics
+        num_levels = min(num_levels, math.floor(log2_sigma) + 1)
     batch = features_a.shape[0]
     stats = local_statistics(torch.cat([features_a, features_b]), num_levels, sqrt_grad_limit)
     distance_maps = [(features_a - features_b).square()] + [
@@ -156,7 +158,7 @@ class WassersteinDistortion(nn.Module):
     Args:
         log2_sigma: default summarisation scale (log2 of the pooling width in image pixels);
             2.0 is our assumption, the ST-LIC paper does not state it. Overridable per call
-            with a float or a (B or 1, 1, H, W) map.
+            with a float or a (B or 1, 1, h, w) map in image pixels (resized to each feature).
         num_levels: statistics levels L (log2 sigma may range over [0, L]).
         num_scales: image scales the VGG features are computed at (full, /2, /4, ...).
         backbone: a :class:`VGG16FeatureExtractor` to share; else one is built from
