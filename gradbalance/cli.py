@@ -35,17 +35,20 @@ def _probe(args: argparse.Namespace) -> int:
     optimizer = target.optimizer if supports_preconditioning(target.optimizer) else None
     if optimizer is None:
         print(f"note: optimizer {type(target.optimizer).__name__} is not Adam/AdamW: no optimizer-aware table")
-    probe = GradientProbe(target.model, target.groups, loss_order=target.loss_order, every=args.every,
-                          optimizer=optimizer, scaler=getattr(target, "scaler", None), cosine=args.cosine)
+    every = args.every or getattr(target, "default_every", 1)
+    probe = GradientProbe(target.model, target.groups, loss_order=target.loss_order, every=every,
+                          optimizer=optimizer, scaler=getattr(target, "scaler", None), cosine=args.cosine,
+                          ignore=getattr(target, "ignored_parameters", ()))
     start = time.perf_counter()
     for step in tqdm(range(args.steps), desc=f"probe {args.model}", unit="step"):
         target.train_step(step, probe.backward)
     if not probe.history:
         raise ValueError("no step was probed; use --steps >= 1")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out or Path("reports") / "probe" / f"{args.model.replace(':', '_')}-{stamp}")
+    parent = Path(getattr(target, "default_out", Path("reports") / "probe"))
+    out = Path(args.out or parent / f"{args.model.replace(':', '_')}-{stamp}")
     metadata = dict(model=args.model, config=args.config, preset=args.preset, device=device, data=args.data,
-                    seed=args.seed, steps=args.steps, every=args.every, window=args.window,
+                    seed=args.seed, steps=args.steps, every=every, window=args.window,
                     loss_order=list(probe.loss_order), groups=list(probe.partition.names),
                     description=target.description, seconds=round(time.perf_counter() - start, 2),
                     created=stamp, torch=torch.__version__)
@@ -136,11 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--data", nargs="+", help="image folder(s)")
     probe.add_argument("--batch-size", type=int)
     probe.add_argument("--patch-size", type=int)
-    probe.add_argument("--every", type=int, default=1, help="probe every K steps (plain backward otherwise)")
+    probe.add_argument("--every", type=int, help="probe every K steps, plain backward otherwise "
+                       "(default: the target's default_every, else 1)")
     probe.add_argument("--window", type=int, help="average the last W probed steps (default: all)")
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--cosine", action="store_true", help="also record pairwise gradient cosines")
-    probe.add_argument("--out", help="run directory (default reports/probe/<model>-<timestamp>)")
+    probe.add_argument("--out", help="run directory (default <target.default_out or reports/probe>/"
+                       "<model>-<timestamp>)")
     probe.set_defaults(_run=_probe)
     table = sub.add_parser("table", help="print Table I of a saved run")
     table.add_argument("run")

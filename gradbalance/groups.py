@@ -83,12 +83,14 @@ def _select(name: str, spec: GroupSpec, named: dict[int, tuple[str, nn.Parameter
 
 
 def partition_parameters(
-    model: nn.Module, groups: Mapping[str, GroupSpec], *, strict: bool = True
+    model: nn.Module, groups: Mapping[str, GroupSpec], *, strict: bool = True,
+    ignore: Iterable[nn.Parameter] = (),
 ) -> ParameterGroups:
     """Resolve group specs into a disjoint :class:`ParameterGroups`.
 
-    With ``strict=True`` every trainable parameter of ``model`` must belong to a group; with
-    ``strict=False`` the others still receive their gradient but are not measured.
+    With ``strict=True`` every trainable parameter of ``model`` must belong to a group or be listed
+    in ``ignore`` (e.g. entropy-bottleneck quantiles trained by an aux loss); with ``strict=False``
+    any may be ungrouped. Ungrouped parameters still receive their gradient but are not measured.
     """
     if not groups:
         raise ValueError("at least one parameter group is required")
@@ -108,10 +110,13 @@ def partition_parameters(
             owner[pid] = name
         members[name] = [pid for pid in ids if named[pid][1].requires_grad]
     ungrouped = [pid for pid, (_, p) in named.items() if p.requires_grad and pid not in owner]
-    if strict and ungrouped:
-        listed = ", ".join(named[pid][0] for pid in ungrouped[:5])
-        raise ValueError(f"{len(ungrouped)} trainable parameter(s) belong to no group ({listed}"
-                         f"{', ...' if len(ungrouped) > 5 else ''}); add a group or pass strict=False")
+    ignored = {id(p) for p in ignore}
+    unexpected = [pid for pid in ungrouped if pid not in ignored]
+    if strict and unexpected:
+        listed = ", ".join(named[pid][0] for pid in unexpected[:5])
+        raise ValueError(f"{len(unexpected)} trainable parameter(s) belong to no group ({listed}"
+                         f"{', ...' if len(unexpected) > 5 else ''}); add a group, list them in ignore, "
+                         "or pass strict=False")
     order: list[int] = []
     slices: dict[str, slice] = {}
     for name, ids in members.items():

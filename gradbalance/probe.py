@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
 
 import numpy as np
@@ -48,7 +48,8 @@ class GradientProbe:
         scaler: a ``torch.amp.GradScaler``: losses are scaled before differentiation (so ``.grad``
             is scaled, as ``scaler.step`` expects) and norms are divided by ``scaler.get_scale()``.
         cosine: also record the pairwise cosine between the losses' gradients in each group.
-        strict: every trainable parameter must belong to a group.
+        strict: every trainable parameter must belong to a group or to ``ignore`` (parameters
+            deliberately left unmeasured, e.g. aux-trained quantiles; they still get ``.grad``).
 
     Only parameters of ``model`` receive gradients on probed steps; other leaves (e.g. a
     discriminator the generator loss flows through) are left untouched. Under torch.distributed the
@@ -59,10 +60,10 @@ class GradientProbe:
     def __init__(self, model: nn.Module, groups: Mapping[str, GroupSpec], *,
                  loss_order: Optional[Sequence[str]] = None, every: int = 1,
                  optimizer: Optional[torch.optim.Optimizer] = None, scaler: Optional[object] = None,
-                 cosine: bool = False, strict: bool = True) -> None:
+                 cosine: bool = False, strict: bool = True, ignore: Iterable[nn.Parameter] = ()) -> None:
         if every < 1:
             raise ValueError(f"every must be a positive integer, got {every}")
-        self.partition: ParameterGroups = partition_parameters(model, groups, strict=strict)
+        self.partition: ParameterGroups = partition_parameters(model, groups, strict=strict, ignore=ignore)
         self.loss_order = tuple(loss_order or ())
         self.every = int(every)
         self.optimizer = check_optimizer(optimizer) if optimizer is not None else None

@@ -41,6 +41,10 @@ def test_strict_requires_every_trainable_parameter_grouped():
     model = make_model()
     with pytest.raises(ValueError, match="2 trainable parameter.*dec.weight"):
         partition_parameters(model, {"enc": model["enc"]})
+    ignored = partition_parameters(model, {"enc": model["enc"]}, ignore=model["dec"].parameters())
+    assert ignored.names == ("enc",) and len(ignored.params) == 6  # ignored: unmeasured, still trained
+    with pytest.raises(ValueError, match="1 trainable parameter.*dec.bias"):
+        partition_parameters(model, {"enc": model["enc"]}, ignore=[model["dec"].weight])
     loose = partition_parameters(model, {"enc": model["enc"]}, strict=False)
     assert loose.n_grouped == 4 and len(loose.params) == 6  # ungrouped ones still receive .grad
     model["dec"].requires_grad_(False)
