@@ -1,0 +1,96 @@
+"""ST-LIC as a ``gradbalance`` probe target (entry point ``gradbalance.targets: stlic``).
+
+``gradbalance probe --model stlic --steps 500`` runs the real ST-LIC trainer
+(:class:`stlic.training.solver.STLICSolver`) and hands the probe its backward: every step the
+six unweighted losses (rate, l2, l1, lpips, wasserstein, adversarial) and their Table II
+weights go through ``backward(losses, weights)``; AdamW, the aux step and the discriminator step
+follow as in plain training. Groups are the paper's Table I columns: ``main`` (LALIC: encoder,
+decoder, hyperprior, entropy model) and ``refiner`` (UNet). The entropy bottleneck's quantiles
+are trained by the aux loss only, so they are left out of both groups.
+
+Presets: ``cpu`` (default without a GPU: the tiny model on 64 px crops, so 500 steps finish in
+minutes on 2 cores) and ``full`` (default with a GPU: the paper's model with the 0.15 bpp
+weights of Table II, ``configs/stlic_015.yaml``). ``--config`` picks any training config.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from stlic.paths import resolve_config
+
+#: probe preset -> training config (name under configs/)
+PROBE_PRESETS = {"cpu": "stlic_probe_cpu", "full": "stlic_015"}
+#: probe every K steps by default (the CLI's --every overrides)
+DEFAULT_EVERY = {"cpu": 5, "full": 10}
+
+
+@dataclass
+class STLICProbeTarget:
+    """The :class:`gradbalance.ProbeTarget` view of an :class:`STLICSolver`."""
+
+    solver: "object"
+    description: str
+    default_every: int = 1
+    default_out: str = "reports/table1"
+
+    loss_order: Sequence[str] = ("rate", "l2", "l1", "lpips", "wasserstein", "adversarial")
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.solver.model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.solver.optimizer
+
+    @property
+    def groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """Table I's columns: ``main`` (LALIC without the aux-trained quantiles) and ``refiner``."""
+        main = [p for n, p in self.model.main.named_parameters() if not n.endswith("quantiles")]
+        return {"main": main, "refiner": list(self.model.refiner.parameters())}
+
+    @property
+    def ignored_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters in neither group on purpose (trained by the aux loss, not by these losses)."""
+        return [p for n, p in self.model.named_parameters() if n.endswith("quantiles")]
+
+    def train_step(self, step: int, backward) -> None:
+        """One real ST-LIC training step whose backward is the probe's."""
+        self.last = self.solver.run_step(self.solver.next_batch(), backward=backward)
+
+
+def make_probe_target(config: Optional[str] = None, preset: Optional[str] = None, device: str = "cpu",
+                      data: Optional[Sequence[str]] = None, seed: Optional[int] = None,
+                      batch_size: Optional[int] = None, patch_size: Optional[int] = None) -> STLICProbeTarget:
+    """Build the ST-LIC trainer for probing (see the module docstring for presets)."""
+    from stlic.training.config import load_config
+    from stlic.training.data import default_data_sources
+    from stlic.training.solver import STLICSolver
+
+    if preset is None:
+        preset = "full" if torch.device(device).type == "cuda" else "cpu"
+    if preset not in PROBE_PRESETS:
+        raise ValueError(f"unknown stlic probe preset {preset!r}; choose from {sorted(PROBE_PRESETS)}")
+    path = resolve_config(config or PROBE_PRESETS[preset])
+    train_config = load_config(path)
+    changes = {"seed": seed, "batch_size": batch_size}
+    train_config = train_config.replace(**{k: v for k, v in changes.items() if v is not None})
+    if patch_size is not None:
+        schedule = train_config.schedule
+        stages = tuple(dataclasses.replace(stage, patch_size=patch_size) for stage in schedule.stages)
+        train_config = train_config.replace(schedule=dataclasses.replace(schedule, stages=stages))
+    solver = STLICSolver(train_config, device=device, out_dir=None, data=data)
+    sources = [str(p) for p in (data or default_data_sources())]
+    shown = sources if len(sources) <= 2 else [f"{len(sources)} images/folders from {sources[0]} ..."]
+    model_params = sum(p.numel() for p in solver.model.parameters())
+    description = (
+        f"ST-LIC trainer, config {path.name} (model preset {train_config.model.preset}, "
+        f"{model_params / 1e6:.2f}M parameters), batch {train_config.batch_size}, "
+        f"patch {train_config.schedule.stages[0].patch_size}, device {device}, data {', '.join(shown)}. "
+        + ("CPU preset: the tiny model so 500 steps fit in minutes on 2 cores; "
+           "on a GPU run `--preset full` (the paper's model)." if preset == "cpu" and config is None else ""))
+    return STLICProbeTarget(solver=solver, description=description, default_every=DEFAULT_EVERY[preset])
