@@ -100,16 +100,22 @@ def _encode(model, image: torch.Tensor, options: EvalOptions) -> tuple[bytes, fl
     return compress_image(model, image, level), level
 
 
+class ImageScores(NamedTuple):
+    psnr: float
+    ms_ssim: float  # NaN under MS_SSIM_MIN_SIZE
+    lpips: float
+
+
 class _OutputMetrics:
     """PSNR, MS-SSIM, LPIPS (and FID) accumulators of one reconstruction."""
 
     def __init__(self, lpips: LPIPSMetric, fid: FIDMetric | None) -> None:
         self.psnr, self.ms_ssim, self.lpips, self.fid = PSNRMetric(), MSSSIMMetric(), lpips, fid
 
-    def update(self, x: torch.Tensor, x_hat: torch.Tensor) -> tuple[float, float, float]:
+    def update(self, x: torch.Tensor, x_hat: torch.Tensor) -> ImageScores:
         psnr = float(self.psnr.update(x, x_hat)[0])
         ms_ssim = float(self.ms_ssim.update(x, x_hat)[0]) if min(x.shape[-2:]) >= MS_SSIM_MIN_SIZE else math.nan
-        return psnr, ms_ssim, float(self.lpips.update(x_hat, x)[0])
+        return ImageScores(psnr, ms_ssim, float(self.lpips.update(x_hat, x)[0]))
 
     def summary(self) -> OutputSummary:
         psnr = self.psnr.compute()
@@ -157,6 +163,9 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options:
     options = options or EvalOptions()
     _check_options(options)
     files, notes = find_images(data, options.limit)
+    if options.dists:
+        warnings.warn(DISTS_UNAVAILABLE)
+        notes.append(DISTS_UNAVAILABLE)
     if options.fid:  # refuse before spending minutes on coding
         patches = sum(count_fid_patches(f.height, f.width) for f in files)
         check_fid_sample_count(patches, options.fid_min_patches)
@@ -178,24 +187,21 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options:
                 metrics[name].fid.update_features(real_features, real=True)
                 metrics[name].fid.update(outputs[name], real=False)
         bpp = bits_per_pixel(data_bytes, x)
+        decoder, refined = scores["decoder"], scores["refined"]
         results.append(ImageResult(
-            file.path.name, file.height, file.width, level, len(data_bytes), bpp,
-            scores["decoder"][0], scores["refined"][0], scores["decoder"][1], scores["refined"][1],
-            scores["decoder"][2], scores["refined"][2],
+            file.path.name, file.height, file.width, level, len(data_bytes), bpp, decoder.psnr, refined.psnr,
+            decoder.ms_ssim, refined.ms_ssim, decoder.lpips, refined.lpips,
         ))
         if index < options.figures:
             save_comparison_figure(
                 out / "figures" / f"{file.path.stem}.png", x, outputs["decoder"], outputs["refined"], bpp,
-                PanelScores(*scores["decoder"][::2]), PanelScores(*scores["refined"][::2]), lpips.name,
+                PanelScores(decoder.psnr, decoder.lpips), PanelScores(refined.psnr, refined.lpips), lpips.name,
                 image_name=file.path.name,
             )
     if any(math.isnan(r.ms_ssim_refined) for r in results):
         notes.append(f"MS-SSIM skipped for images under {MS_SSIM_MIN_SIZE} px (NaN in per_image.csv)")
     if not options.fid:
         notes.append("FID disabled (--no-fid)")
-    if options.dists:
-        warnings.warn(DISTS_UNAVAILABLE)
-        notes.append(DISTS_UNAVAILABLE)
     summary = EvalSummary(
         method=options.method or Path(checkpoint).stem,
         checkpoint=str(checkpoint), data=str(data), num_images=len(results),

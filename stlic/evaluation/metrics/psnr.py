@@ -27,9 +27,10 @@ class PSNRMetric(SumStateMetric):
 
     Example:
         >>> metric = PSNRMetric()
-        >>> x = torch.zeros(2, 3, 4, 4); metric.update(x, x + torch.tensor([0.1, 0.01]).view(2, 1, 1, 1))
-        >>> [round(v, 3) for v in metric.compute()[:2]]
-        [30.0, 26.981]
+        >>> x = torch.zeros(2, 3, 4, 4)
+        >>> _ = metric.update(x, x + torch.tensor([0.1, 0.01]).view(2, 1, 1, 1))  # 20 dB and 40 dB
+        >>> [round(v, 3) for v in metric.compute()[:2]]  # mean of 20, 40; 10 log10(1 / 0.00505)
+        [30.0, 22.967]
     """
 
     def __init__(self, data_range: float = 1.0) -> None:
