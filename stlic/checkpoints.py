@@ -8,7 +8,8 @@ A checkpoint is a ``torch.save``d dict of plain types only (loadable with
 
 The state dict is taken as is: call ``model.update()`` before saving so the entropy coder's
 CDF tables travel with the weights (their sizes depend on the trained scales, so loading
-resizes those buffers to the stored shapes, as CompressAI's ``load_state_dict`` does).
+resizes those buffers to the stored shapes, as CompressAI's ``load_state_dict`` does;
+see :mod:`stlic.entropy.buffers`).
 Training checkpoints (optimizers, step, RNG) live in :mod:`stlic.training.checkpoint`.
 """
 from __future__ import annotations
@@ -21,14 +22,16 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
+from stlic.entropy.buffers import CDF_BUFFERS
 from stlic.models.config import ModelConfig
 from stlic.registry import get_model
 
 CHECKPOINT_FORMAT = "stlic-model"
 CHECKPOINT_VERSION = 1
 MODEL_NAME = "stlic"
-#: buffers of CompressAI entropy models whose size is set by ``update()``
-RESIZABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+#: buffers of CompressAI entropy models whose size is set by ``update()`` (the model's
+#: ``_load_from_state_dict`` resizes them)
+RESIZABLE_BUFFERS = (*CDF_BUFFERS, "scale_table")
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 
 
@@ -115,10 +118,6 @@ def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path)
                  for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
                                      ("shape mismatch", mismatched)) if keys]
         raise ValueError(f"checkpoint {str(path)!r} does not match its model config: " + "; ".join(parts))
-    buffers = dict(model.named_buffers())
-    for name, tensor in state.items():
-        if name.endswith(RESIZABLE_BUFFERS) and name in buffers and buffers[name].shape != tensor.shape:
-            buffers[name].resize_(tensor.shape)
     model.load_state_dict(state, strict=True)
 
 

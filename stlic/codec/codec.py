@@ -17,6 +17,7 @@ from torch import Tensor
 
 from stlic.codec.bitstream import BitstreamError, Container, parse_container, write_container
 from stlic.codec.fingerprint import model_fingerprint
+from stlic.models.lalic import SIZE_MULTIPLE
 from stlic.models.outputs import DecodedImage
 
 
@@ -71,8 +72,15 @@ def read_container(model: nn.Module, data: bytes) -> Container:
         )
     if container.level > n_levels(model) - 1:
         raise BitstreamError(f"rate level {container.level} outside the model's range [0, {n_levels(model) - 1}]")
-    if any(len(group) != 1 for group in container.strings):
-        raise BitstreamError("an .stlic file holds exactly one image (one string per group)")
+    if len(container.strings) != 2 or any(len(group) != 1 for group in container.strings):
+        raise BitstreamError("an .stlic file holds one image: a y string and a z string")
+    height, width = container.original_size
+    expected_shape = (-(-height // SIZE_MULTIPLE), -(-width // SIZE_MULTIPLE))
+    if container.latent_shape != expected_shape:
+        raise BitstreamError(
+            f"latent shape {container.latent_shape} does not match a {height}x{width} image "
+            f"(expected z of size {expected_shape})"
+        )
     return container
 
 

@@ -1,0 +1,130 @@
+"""File-level codec on a real tiny model: bit-exact decode, rate vs likelihoods, safety checks."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stlic.codec.bitstream import BitstreamError, Container, header_size, parse_container, write_container
+from stlic.codec.codec import bits_per_pixel, compress_image, decompress_image, find_level_for_bpp
+from stlic.codec.fingerprint import model_fingerprint
+from stlic.models import pad_to_multiple
+
+LEVEL = 0.3  # not a float32 number: the file stores float32(1.3), and both sides must use it
+
+
+@pytest.fixture(scope="module")
+def encoded(coding_model, photo, tmp_path_factory):
+    """The photo coded to a real file and read back."""
+    path = tmp_path_factory.mktemp("codec") / "photo.stlic"
+    path.write_bytes(compress_image(coding_model, photo, LEVEL))
+    return path.read_bytes()
+
+
+def test_decode_of_file_is_bit_identical_to_reconstruct(coding_model, photo, encoded):
+    decoded = decompress_image(coding_model, encoded)
+    level32 = float(np.float32(LEVEL))
+    reference = coding_model.reconstruct(photo[None], level32)
+    assert decoded.x_hat.shape == decoded.x_refined.shape == (1, 3, 70, 90)
+    assert torch.equal(decoded.x_hat, reference.x_hat)
+    assert torch.equal(decoded.x_refined, reference.x_refined)
+    assert not torch.equal(decoded.x_refined, decoded.x_hat)
+    assert parse_container(encoded).level == level32 != LEVEL
+
+
+def test_file_rate_matches_likelihood_estimate(coding_model, photo, encoded):
+    """bits(file) = -sum log2 p(y_hat, z_hat) within 1%, plus header/checksum and one 8-byte
+    rANS flush per string (CompressAI's 64-bit rANS state).
+
+    (For this untrained model the y estimate alone is ~10% above its string: symbols far in the
+    tails get the likelihood floor 1e-9 in the estimate but cheaper escape codes in rANS.)"""
+    container = parse_container(encoded)
+    with torch.no_grad():
+        out = coding_model(pad_to_multiple(photo[None]), container.level)
+    estimate_bytes = sum(-likelihoods.log2().sum().item() for likelihoods in out.likelihoods.values()) / 8
+    overhead = header_size(container) + 8 * 2
+    assert container.payload_bytes > 200  # enough symbols for the comparison to mean something
+    assert abs(len(encoded) - estimate_bytes) <= 0.01 * estimate_bytes + overhead
+    assert bits_per_pixel(encoded, photo) == pytest.approx(8 * len(encoded) / (70 * 90))
+
+
+def test_file_from_another_model_is_refused(model_factory, encoded):
+    other = model_factory(seed=1)
+    with pytest.raises(BitstreamError, match="different model"):
+        decompress_image(other, encoded)
+
+
+def test_fingerprint_follows_the_weights(coding_model, model_factory):
+    copy = model_factory()
+    assert model_fingerprint(copy) == model_fingerprint(coding_model)
+    with torch.no_grad():
+        copy.refiner.head.bias[0] += 1e-3
+    assert model_fingerprint(copy) != model_fingerprint(coding_model)
+
+
+def _rewrap(data, **changes):
+    container = parse_container(data)
+    fields = {name: getattr(container, name) for name in Container.__dataclass_fields__}
+    fields.update(changes)
+    return write_container(Container(**fields))
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (dict(latent_shape=(2, 3)), "latent shape"),
+        (dict(original_size=(200, 90)), "latent shape"),
+        (dict(level=7.0), "rate level"),
+        (dict(strings=((b"y",), (b"z",), (b"extra",))), "one image"),
+    ],
+)
+def test_consistent_container_that_does_not_fit_the_model_is_refused(coding_model, encoded, changes, message):
+    with pytest.raises(BitstreamError, match=message):
+        decompress_image(coding_model, _rewrap(encoded, **changes))
+
+
+def test_corrupted_file_never_reaches_the_decoder(coding_model, encoded):
+    corrupted = bytearray(encoded)
+    corrupted[len(corrupted) // 2] ^= 0x10
+    with pytest.raises(BitstreamError, match="checksum"):
+        decompress_image(coding_model, bytes(corrupted))
+    with pytest.raises(BitstreamError, match="truncated"):
+        decompress_image(coding_model, encoded[:-1])
+
+
+@pytest.mark.parametrize("level", [-0.5, 5.5, math.nan])
+def test_level_outside_the_model_range_is_rejected(coding_model, photo, level):
+    with pytest.raises(ValueError, match="rate level"):
+        compress_image(coding_model, photo, level)
+
+
+def test_bad_image_is_rejected(coding_model):
+    with pytest.raises(ValueError, match="one RGB image"):
+        compress_image(coding_model, torch.rand(2, 3, 8, 8), 0.0)
+    with pytest.raises(ValueError, match="float tensor"):
+        compress_image(coding_model, torch.zeros(3, 8, 8, dtype=torch.uint8), 0.0)
+
+
+@pytest.fixture(scope="module")
+def small_photo(photo):
+    return photo[:, :64, :64].contiguous()
+
+
+def test_target_bpp_search_hits_a_feasible_target(coding_model, small_photo):
+    top = coding_model.n_levels - 1
+    high = bits_per_pixel(compress_image(coding_model, small_photo, 0.0), small_photo)
+    low = bits_per_pixel(compress_image(coding_model, small_photo, top), small_photo)
+    assert high > 1.5 * low  # the level really moves the rate
+    target = math.sqrt(high * low)
+    result = find_level_for_bpp(coding_model, small_photo, target, rel_tolerance=0.05)
+    assert result.feasible and 0 < result.level < top
+    assert result.relative_error <= 0.05
+    assert result.bpp == bits_per_pixel(result.data, small_photo)
+    assert parse_container(result.data).level == result.level
+
+
+def test_target_bpp_search_reports_an_infeasible_target(coding_model, small_photo):
+    result = find_level_for_bpp(coding_model, small_photo, 1000.0)
+    assert not result.feasible and result.level == 0.0 and result.iterations == 1
+    with pytest.raises(ValueError, match="target bpp"):
+        find_level_for_bpp(coding_model, small_photo, -1.0)
