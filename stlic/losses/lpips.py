@@ -1,8 +1,8 @@
 """LPIPS and shift-tolerant LPIPS as a loss on images in [0, 1].
 
 LPIPS (Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric",
-CVPR 2018):  d(x, y) = sum_l mean_hw || w_l * (f^l_x / |f^l_x| - f^l_y / |f^l_y|) ||^2,
-with unit-normalised backbone features f^l and learned per-channel weights w_l.
+CVPR 2018):  d(x, y) = sum_l mean_hw sum_c w_lc (u^l_x - u^l_y)_c^2,  u^l = f^l / |f^l|_channels,
+with backbone features f^l unit-normalised over channels and learned non-negative weights w_l.
 
 Sources:
 

@@ -13,9 +13,10 @@ Two backbones, named by :attr:`VGG16FeatureExtractor.backbone_name`:
   Perceptual Similarity Metric", ECCV 2022), shipped in the ``stlpips-pytorch`` wheel. It is *not*
   a plain VGG-16: every 2x2/2 max-pool is replaced by a 2x2/1 max-pool followed by a reflect-padded
   [1,2,1]x[1,2,1]/16 stride-2 blur (BlurPool), so the file's layout differs (34 layers, ``filt``
-  buffers) and its convolutions were trained for that pooling. Loading them into plain VGG-16
-  would compute something neither network computes, so this trunk is used as is, and only as
-  the offline fallback. Numbers computed on it are not comparable to ImageNet-VGG numbers.
+  buffers) and its convolutions are the ones ST-LPIPS runs with that pooling. Loading them into
+  plain VGG-16 would compute something neither network computes, so this trunk is used as is, and
+  only as the offline fallback. Numbers computed on it are not comparable to ImageNet-VGG ones.
+  (ST-LPIPS' input scaling of [-1, 1] images equals the ImageNet normalisation of [0, 1] ones.)
 
 ``backbone="auto"`` takes the ImageNet file when it is found, else the ST-LPIPS trunk; asking for
 ``"vgg16"`` explicitly raises ``FileNotFoundError`` (naming the file and its place) when absent.
