@@ -12,10 +12,12 @@ The modules pass ``w = decay / T`` and ``u = boost / T``. ``w`` enters the expon
 ``w`` it receives, unlike causal RWKV-4 where the module passes ``-exp(decay)``. A negative
 ``w`` therefore makes far tokens weigh *more*; both signs are handled without overflow.
 
-``bi_wkv`` runs in O(T * L) time and memory (L = chunk length): every sum is kept as a
-log-scale ``m`` and a normalised sum ``s`` (true value ``e^m * s``, the "pp/aa/bb" trick of
-RWKV) so that no ``exp`` ever sees a positive argument. ``bi_wkv_reference`` is the direct
-O(T^2) formula in float64 for tests.
+``bi_wkv`` runs in O(T * L) time (L = chunk length, default 8) and keeps O(T) memory for
+backward: every partial sum is held as a log-scale ``m`` and a normalised sum ``s`` (true value
+``e^m * s``, the "pp/aa/bb" trick of RWKV), so it is exact for any sign and size of ``w`` and
+any range of ``k``. The backward pass is analytic and reuses the same decayed prefix sums
+(the kernel is a symmetric Toeplitz matrix, so its transpose is itself). ``bi_wkv_reference``
+is the direct O(T^2) formula in float64 for tests.
 """
 from __future__ import annotations
 
@@ -28,80 +30,146 @@ from torch import Tensor
 
 __all__ = ["bi_wkv", "bi_wkv_reference", "decayed_prefix_sum"]
 
-DEFAULT_CHUNK = 16
+DEFAULT_CHUNK = 32
 
 LogScaled = tuple[Tensor, Tensor]
-"""A sum held as (m, s): true value e^m * s; m (..., C) has -inf for an empty sum, s (..., C, F)."""
+"""A sum held as (m, s): true value e^m * s; m (...) is -inf for an empty sum, s (..., F)."""
 
 
 def _log_add(pieces: Sequence[LogScaled]) -> LogScaled:
-    """Sum of log-scaled pieces, renormalised by the largest (detached) log-scale.
-
-    The stabiliser cancels exactly, so detaching it keeps autograd exact.
-    """
-    top = torch.stack(torch.broadcast_tensors(*(m.detach() for m, _ in pieces))).amax(0)
-    safe_top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # all empty: -inf
+    """Sum of log-scaled pieces, renormalised by their largest log-scale (-inf if all empty)."""
+    top = torch.stack(torch.broadcast_tensors(*(m for m, _ in pieces))).amax(0)
+    safe_top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     total = sum(torch.exp(m - safe_top).unsqueeze(-1) * s for m, s in pieces)
     return top, total
 
 
-def _dense_prefix_sum(w: Tensor, a: Tensor, x: Tensor) -> LogScaled:
-    """sum_{i<t} e^{-(t-i-1) w + a_i} x_i by the (L, L) exponent matrix, row-max stabilised.
+# Largest exponent spread inside a block for which the factorised (cumsum) path keeps every
+# term a normal float with headroom: e^-40 ~ 4e-18 (float32), e^-300 ~ 5e-131 (float64).
+_FACTORISED_MAX_SPREAD = {torch.float32: 40.0, torch.float64: 300.0}
 
-    a: (B, L, C), x: (B, L, C, F), w: (C,). O(L^2) per row block.
+
+def _dense_block_sums(w: Tensor, a: Tensor, x: Tensor) -> LogScaled:
+    """Prefix sums inside blocks by the (L, L) exponent matrix, each row stabilised by its max.
+
+    Exact for any spread of exponents; O(L^2) per block. a: (B, C, n, L); x: (B, C, n, L, F).
     """
-    steps = a.shape[1]
-    pos = torch.arange(steps, device=a.device)
-    gap = (pos[:, None] - pos[None, :] - 1).to(a.dtype)  # (t, i): t - i - 1, valid where >= 0
-    exponent = a[:, None, :, :] - gap[None, :, :, None] * w  # (B, t, i, C)
-    exponent = exponent.masked_fill((gap < 0)[None, :, :, None], float("-inf"))
-    row_max = exponent.detach().amax(dim=2)  # (B, t, C); -inf on row t = 0
+    steps = a.shape[-1]
+    pos = torch.arange(steps, device=a.device, dtype=a.dtype)
+    gap = pos[:, None] - pos[None, :] - 1.0  # (t, i): t - i - 1, used where >= 0
+    decay = (gap * w[:, None, None]).masked_fill(gap < 0, float("inf"))  # (C, t, i)
+    exponent = a[..., None, :] - decay[None, :, None]  # (B, C, n, t, i); -inf where i >= t
+    row_max = exponent.amax(dim=-1)  # -inf on row t = 0
     safe_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-    weights = torch.exp(exponent - safe_max[:, :, None, :])
-    return row_max, torch.einsum("btic,bicf->btcf", weights, x)
+    weights = exponent.sub_(safe_max[..., None]).exp_()
+    return row_max, weights @ x
 
 
-def decayed_prefix_sum(w: Tensor, a: Tensor, x: Tensor, chunk: int | None = None) -> LogScaled:
+def _block_sums(w: Tensor, a: Tensor, x: Tensor) -> tuple[LogScaled, LogScaled]:
+    """Inside-block prefix sums and block totals seen from the next block's start.
+
+    With b_i = a_i + i w (block-local i) the prefix sum factorises,
+        sum_{i<t} e^{-(t-i-1) w + a_i} x_i = e^{max b - (t-1) w} * sum_{i<t} e^{b_i - max b} x_i,
+    an exclusive cumsum: O(L) per block. Used when the spread of b in every block is small
+    enough that no term underflows; otherwise the exact dense O(L^2) form is used.
+    a: (B, C, n, L); x: (B, C, n, L, F). Returns ((m, s) per token, (m, s) per block).
+    """
+    steps = a.shape[-1]
+    pos = torch.arange(steps, device=a.device, dtype=a.dtype)
+    b = a + pos * w[:, None, None]
+    b_max = b.amax(dim=-1)  # (B, C, n)
+    if (b_max - b.amin(dim=-1)).max() <= _FACTORISED_MAX_SPREAD[a.dtype]:
+        terms = b.sub_(b_max[..., None]).exp_()[..., None] * x
+        inclusive = terms.cumsum(dim=-2)
+        inner_s = F.pad(inclusive[..., :-1, :], (0, 0, 1, 0))
+        inner_m = (b_max[..., None] - (pos - 1.0) * w[:, None, None]).clone()
+        inner_m[..., 0] = float("-inf")  # nothing precedes a block's first token
+        return (inner_m, inner_s), (b_max - (steps - 1) * w[:, None], inclusive[..., -1, :])
+    to_end = b - (steps - 1) * w[:, None, None]  # = a_i - (L-1-i) w
+    summary_m = to_end.amax(dim=-1)
+    summary_s = (to_end.sub_(summary_m[..., None]).exp_()[..., None, :] @ x)[..., 0, :]
+    return _dense_block_sums(w, a, x), (summary_m, summary_s)
+
+
+@torch.no_grad()
+def decayed_prefix_sum(w: Tensor, a: Tensor, x: Tensor, chunk: int = DEFAULT_CHUNK) -> LogScaled:
     """Exclusive decayed prefix sum  S_t = sum_{i<t} e^{-(t-i-1) w + a_i} x_i  in log-scaled form.
 
-    Blocked scan: chunks of length L are summed densely (O(T L)); each chunk is summarised
-    towards its end, and the chunk summaries form the same problem with decay L*w over T/L
-    tokens, solved recursively. Every partial sum carries its own max exponent, so the result
-    is exact for any sign and size of w and a.
+    Blocked scan: blocks of L = ``chunk`` tokens are summed directly (``_block_sums``); each
+    block is summarised towards its end, and the summaries form the same problem with decay
+    L*w over T/L tokens, solved recursively. Every partial sum carries its own max exponent.
+    Not differentiable (``bi_wkv`` has an analytic backward).
 
     Args:
-        w: (C,) decay per step. a: (B, T, C) log-weights. x: (B, T, C, F) values.
+        w: (C,) decay per step. a: (B, C, T) log-weights. x: (B, C, T, F) values.
     Returns:
-        (m, s) with S_t = e^{m_t} s_t; m (B, T, C), s (B, T, C, F).
+        (m, s) with S_t = e^{m_t} s_t; m (B, C, T), s (B, C, T, F).
     """
-    chunk = chunk or DEFAULT_CHUNK
     if chunk < 2:
         raise ValueError(f"chunk must be >= 2, got {chunk}")
-    batch, steps, channels = a.shape
-    if steps <= chunk:
-        return _dense_prefix_sum(w, a, x)
-    n_chunks = math.ceil(steps / chunk)
-    pad = n_chunks * chunk - steps  # zero padding at the end only reaches padded rows
-    a = F.pad(a, (0, 0, 0, pad)).view(batch, n_chunks, chunk, channels)
-    x = F.pad(x, (0, 0, 0, 0, 0, pad)).view(batch, n_chunks, chunk, channels, -1)
+    batch, channels, steps = a.shape
     features = x.shape[-1]
-
-    inner_m, inner_s = _dense_prefix_sum(
-        w, a.reshape(-1, chunk, channels), x.reshape(-1, chunk, channels, features)
-    )
-    pos = torch.arange(chunk, device=a.device, dtype=a.dtype)[:, None]  # (L, 1)
-    to_end = a - (chunk - 1 - pos) * w  # exponent of token i seen from the next chunk's start
-    summary_m = to_end.detach().amax(dim=2)  # (B, n, C)
-    summary_s = (torch.exp(to_end - summary_m[:, :, None]).unsqueeze(-1) * x).sum(dim=2)
+    if steps <= chunk:
+        (m, s), _ = _block_sums(w, a[:, :, None], x[:, :, None])
+        return m[:, :, 0], s[:, :, 0]
+    n_blocks = math.ceil(steps / chunk)
+    pad = n_blocks * chunk - steps  # zero padding at the end only reaches padded rows
+    a = F.pad(a, (0, pad)).view(batch, channels, n_blocks, chunk)
+    x = F.pad(x, (0, 0, 0, pad)).view(batch, channels, n_blocks, chunk, features)
+    inner, (summary_m, summary_s) = _block_sums(w, a, x)
     carry_m, carry_s = decayed_prefix_sum(chunk * w, summary_m, summary_s, chunk)
-    carry_m = carry_m[:, :, None, :] - pos * w  # (B, n, L, C): decay from chunk start to token
-    m, s = _log_add([
-        (inner_m.view(batch, n_chunks, chunk, channels), inner_s.view(x.shape)),
-        (carry_m, carry_s[:, :, None]),
-    ])
-    m = m.reshape(batch, -1, channels)[:, :steps]
-    s = s.reshape(batch, -1, channels, features)[:, :steps]
-    return m, s
+    pos = torch.arange(chunk, device=a.device, dtype=a.dtype)
+    carry_m = carry_m[..., None] - pos * w[:, None, None]  # decay from block start to token
+    m, s = _log_add([inner, (carry_m, carry_s[..., None, :])])
+    return m.view(batch, channels, -1)[..., :steps], s.view(batch, channels, -1, features)[..., :steps, :]
+
+
+def _both_directions(w: Tensor, a: Tensor, x: Tensor, chunk: int) -> tuple[LogScaled, LogScaled]:
+    """Left sums (i < t) and right sums (i > t), computed in one batched scan."""
+    batch = a.shape[0]
+    m, s = decayed_prefix_sum(w, torch.cat([a, a.flip(-1)]), torch.cat([x, x.flip(-2)]), chunk)
+    return (m[:batch], s[:batch]), (m[batch:].flip(-1), s[batch:].flip(-2))
+
+
+class _BiWKV(torch.autograd.Function):
+    """Bi-WKV on channels-first (B, C, T) tensors with an analytic backward.
+
+    With D_t the denominator, y_t the output, g_t = dL/dy_t and lambda_t = (g_t, -g_t y_t) / D_t:
+      dv_i = e^{k_i} Q_i[0],  dk_i = e^{k_i} (Q_i[0] v_i + Q_i[1]),  Q_i = sum_t K_ti lambda_t
+      du   = sum_t e^{u + k_t} <lambda_t, (v_t, 1)>
+      dw   = -e^{-w} sum_t ( <R_t, S^L_t> + <L_t, S^R_t> )
+    where K_ti = e^{-(|t-i|-1) w} (e^u on the diagonal) is symmetric, S^L / S^R are the forward
+    left / right sums of e^{k_i} (v_i, 1), and L_t / R_t the left / right sums of lambda.
+    (sum_t R_t S^L_t counts each pair i < s exactly s - i - 1 times: d/dw of e^{-(s-i-1) w}.)
+    """
+
+    @staticmethod
+    def forward(ctx, w: Tensor, u: Tensor, k: Tensor, v: Tensor, chunk: int) -> Tensor:
+        values = torch.stack((v, torch.ones_like(v)), dim=-1)
+        left, right = _both_directions(w, k, values, chunk)
+        own_m = u[:, None] + k
+        top, total = _log_add([left, right, (own_m, values)])
+        y = total[..., 0] / total[..., 1]
+        log_den = top + total[..., 1].log()
+        ctx.chunk = chunk
+        ctx.save_for_backward(w, u, k, v, y, log_den, *left, *right)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor):
+        w, u, k, v, y, log_den, left_m, left_s, right_m, right_s = ctx.saved_tensors
+        lam = torch.stack((grad_y, -grad_y * y), dim=-1)  # times e^{-log_den}
+        lam_left, lam_right = _both_directions(w, -log_den, lam, ctx.chunk)
+        own_m = u[:, None] - log_den
+        q_m, q_s = _log_add([lam_left, lam_right, (own_m, lam)])
+        scale = torch.exp(k + q_m)
+        grad_v = scale * q_s[..., 0]
+        grad_k = scale * (q_s[..., 0] * v + q_s[..., 1])
+        grad_u = (torch.exp(own_m + k) * grad_y * (v - y)).sum(dim=(0, 2))
+        pairs = (torch.exp(lam_right[0] + left_m - w[:, None]) * (lam_right[1] * left_s).sum(-1)
+                 + torch.exp(lam_left[0] + right_m - w[:, None]) * (lam_left[1] * right_s).sum(-1))
+        grad_w = -pairs.sum(dim=(0, 2))
+        return grad_w, grad_u, grad_k, grad_v, None
 
 
 def _check_inputs(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> None:
@@ -116,26 +184,27 @@ def _check_inputs(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError("bi_wkv needs at least one token (T >= 1)")
 
 
-def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, chunk: int | None = None) -> Tensor:
-    """Bi-WKV in linear time (see module docstring for the formula).
+def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, chunk: int = DEFAULT_CHUNK) -> Tensor:
+    """Bi-WKV in linear time (see the module docstring for the formula).
 
     Args:
         w: per-channel decay per token step, shape (C,).
         u: per-channel bonus of the current token, shape (C,).
         k, v: keys and values, shape (B, T, C).
-        chunk: chunk length of the blocked scan (default: chosen from T).
+        chunk: block length of the scan (>= 2); any value gives the same result.
     Returns:
-        (B, T, C) tensor in the dtype of ``v``.
+        (B, T, C) tensor in the dtype of ``v``; computed in float32 (float64 for float64 input).
+        Differentiable once in w, u, k, v (analytic backward, no double backward).
     """
     _check_inputs(w, u, k, v)
+    if chunk < 2:
+        raise ValueError(f"chunk must be >= 2, got {chunk}")
     out_dtype = v.dtype
     dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
-    w, u, k, v = (t.to(dtype) for t in (w, u, k, v))
-    values = torch.stack((v, torch.ones_like(v)), dim=-1)  # numerator and denominator features
-    left_m, left_s = decayed_prefix_sum(w, k, values, chunk)
-    right_m, right_s = decayed_prefix_sum(w, k.flip(1), values.flip(1), chunk)
-    _, total = _log_add([(left_m, left_s), (right_m.flip(1), right_s.flip(1)), (u + k, values)])
-    return (total[..., 0] / total[..., 1]).to(out_dtype)
+    w, u = w.to(dtype), u.to(dtype)
+    k, v = (t.to(dtype).transpose(1, 2).contiguous() for t in (k, v))  # (B, C, T)
+    y = _BiWKV.apply(w, u, k, v, chunk)
+    return y.transpose(1, 2).to(out_dtype)
 
 
 def bi_wkv_reference(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> Tensor:

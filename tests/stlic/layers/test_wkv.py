@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-from stlic.layers.wkv import bi_wkv, bi_wkv_reference, decayed_prefix_sum
+from stlic.layers.wkv import DEFAULT_CHUNK, bi_wkv, bi_wkv_reference, decayed_prefix_sum
 
 
 def _inputs(steps: int, decay_times_t: float, k_scale: float = 1.0, k_shift: float = 0.0,
@@ -47,9 +47,9 @@ def test_single_token_returns_value():
 
 CASES = [
     # steps, |w| * T, k scale, k shift, chunk
-    (2, 1.0, 1.0, 0.0, None),
-    (16, 5.0, 1.0, 0.0, None),  # exactly one chunk
-    (17, 5.0, 1.0, 0.0, None),  # one token past the chunk
+    (2, 1.0, 1.0, 0.0, DEFAULT_CHUNK),
+    (16, 5.0, 1.0, 0.0, DEFAULT_CHUNK),  # exactly one chunk
+    (17, 5.0, 1.0, 0.0, DEFAULT_CHUNK),  # one token past the chunk
     (61, 60.0, 1.0, 0.0, 4),  # several recursion levels, T not a multiple of the chunk
     (61, -60.0, 1.0, 0.0, 4),  # negative decay: far tokens dominate
     (100, 500.0, 1.0, 0.0, 8),
@@ -57,7 +57,7 @@ CASES = [
     (40, 1.0, 1.0, 60.0, 4),  # large k
     (40, 80.0, 30.0, 0.0, 4),  # k spread far beyond float32's exp range, local attention
     (40, -80.0, 30.0, 0.0, 4),
-    (300, 50.0, 3.0, 0.0, None),
+    (300, 50.0, 3.0, 0.0, DEFAULT_CHUNK),
 ]
 
 
@@ -110,7 +110,8 @@ def test_decayed_prefix_sum_matches_brute_force():
     w = torch.randn(channels, generator=gen, dtype=torch.float64)
     a = 5 * torch.randn(batch, steps, channels, generator=gen, dtype=torch.float64)
     x = torch.randn(batch, steps, channels, features, generator=gen, dtype=torch.float64)
-    m, s = decayed_prefix_sum(w, a, x, chunk=4)
+    m, s = decayed_prefix_sum(w, a.transpose(1, 2), x.transpose(1, 2), chunk=4)  # channels first
+    m, s = m.transpose(1, 2), s.transpose(1, 2)
     expected = torch.zeros(batch, steps, channels, features, dtype=torch.float64)
     for t in range(steps):
         for i in range(t):
