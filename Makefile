@@ -10,7 +10,6 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m ipykernel install --user --name python3 >/dev/null
 	touch $(STAMP)
 
 .PHONY: setup probe test
