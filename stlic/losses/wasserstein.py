@@ -184,6 +184,11 @@ class WassersteinDistortion(nn.Module):
         self.log2_sigma, self.num_levels, self.num_scales = log2_sigma, num_levels, num_scales
         self.sqrt_grad_limit = sqrt_grad_limit
 
+    @property
+    def min_image_size(self) -> int:
+        """Smallest image side for which the coarsest scale still fits the backbone."""
+        return self.backbone.min_input_size * 2 ** (self.num_scales - 1)
+
     def features(self, x: Tensor) -> list[Tensor]:
         """Normalised image, then relu1_2..relu5_3 at each of ``num_scales`` image scales."""
         features = [(x - self.backbone.mean) / self.backbone.std]
@@ -200,12 +205,11 @@ class WassersteinDistortion(nn.Module):
                 f"expected two RGB batches of equal shape (B, 3, H, W), got "
                 f"{tuple(x.shape)} and {tuple(y.shape)}"
             )
-        smallest = min(x.shape[-2:]) // 2 ** (self.num_scales - 1)
-        if smallest < self.backbone.min_input_size:
+        if min(x.shape[-2:]) < self.min_image_size:
             raise ValueError(
                 f"images of {tuple(x.shape[-2:])} pixels are too small for num_scales="
-                f"{self.num_scales} on {self.backbone_name}: the /{2 ** (self.num_scales - 1)} "
-                f"scale must keep {self.backbone.min_input_size} pixels; lower num_scales"
+                f"{self.num_scales} on {self.backbone_name}: each side needs at least "
+                f"{self.min_image_size} pixels; lower num_scales"
             )
         log2_sigma = self.log2_sigma if log2_sigma is None else log2_sigma
         _check_log2_sigma(log2_sigma, self.num_levels)

@@ -1,4 +1,5 @@
 """LPIPSLoss against the packages called directly and a hand-written LPIPS formula."""
+import functools
 from pathlib import Path
 
 import lpips
@@ -16,17 +17,17 @@ def _images(seed=0, size=(2, 3, 48, 40)):
     return torch.rand(*size, generator=g), torch.rand(*size, generator=g)
 
 
-@pytest.fixture(scope="module")
-def stlpips_reference():
-    """stlpips-pytorch's own models, built and loaded by the package's code."""
-    return {net: STLPIPS(net=net, variant="shift_tolerant", verbose=False) for net in ("alex", "vgg")}
+@functools.lru_cache(maxsize=None)
+def _stlpips_reference(net):
+    """stlpips-pytorch's own model, built and loaded by the package's code (once per process)."""
+    return STLPIPS(net=net, variant="shift_tolerant", verbose=False)
 
 
 @pytest.mark.parametrize("net", ["alex", "vgg"])
-def test_stlpips_source_equals_stlpips_pytorch(net, stlpips_reference):
+def test_stlpips_source_equals_stlpips_pytorch(net):
     loss = LPIPSLoss(net, source="stlpips")
     assert loss.metric_name == f"ST-LPIPS({net})"
-    reference = stlpips_reference[net]
+    reference = _stlpips_reference(net)
     x, y = _images()
     with torch.no_grad():
         expected = reference(x, y, normalize=True).flatten()
@@ -34,11 +35,11 @@ def test_stlpips_source_equals_stlpips_pytorch(net, stlpips_reference):
         torch.testing.assert_close(loss(x, y), expected.mean(), rtol=1e-5, atol=1e-6)
 
 
-def test_offline_vgg_backbone_equals_stlpips_trunk(stlpips_reference, tmp_path, monkeypatch):
+def test_offline_vgg_backbone_equals_stlpips_trunk(tmp_path, monkeypatch):
     """vgg.py's offline fallback computes exactly the ST-LPIPS VGG trunk's five taps."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     extractor = VGG16FeatureExtractor()
-    reference = stlpips_reference["vgg"]
+    reference = _stlpips_reference("vgg")
     x = torch.rand(2, 3, 40, 36)
     with torch.no_grad():
         expected = reference.net(reference.scaling_layer(2 * x - 1))
