@@ -3,7 +3,10 @@
 All contenders run side by side in one process on the same inputs (B, T, C) with T = side^2,
 forward alone and forward + backward. Writes reports/benchmarks/wkv.md (and .json).
 
-    python benchmarks/wkv.py [--channels 32] [--batch 1] [--repeats 3]
+    python benchmarks/wkv.py [--channels 32] [--batch 1] [--repeats 3] [--clock cpu|wall]
+
+``--clock cpu`` (default) times one thread by process CPU time, which stays meaningful on a
+shared, loaded machine; ``--clock wall`` uses wall-clock time with torch's default threads.
 
 Contenders:
   linear      stlic.layers.wkv.bi_wkv (float32, default chunk)
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -66,14 +70,24 @@ def loop(w, u, k, v):
     return (el * ln + er * rn + es * v) / (el * ld + er * rd + es)
 
 
-def _time(fn: Callable[[], object], repeats: int) -> float:
+def _time(fn: Callable[[], object], repeats: int, clock: Callable[[], float]) -> float:
     fn()  # warm-up
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        samples.append(time.perf_counter() - start)
+        samples.append(clock() - start)
     return statistics.median(samples)
+
+
+def _max_error(w, u, k, v, max_elements: float) -> float:
+    """Max |bi_wkv - float64 reference| on as many channels as fit the quadratic memory cap."""
+    batch, steps, _ = k.shape
+    channels = max(1, min(k.shape[2], int(max_elements / 4 / (batch * steps * steps))))  # float64
+    if batch * steps * steps > 4 * max_elements:
+        return float("nan")
+    w, u, k, v = w[:channels], u[:channels], k[..., :channels], v[..., :channels]
+    return (bi_wkv(w, u, k, v).double() - bi_wkv_reference(w, u, k, v)).abs().max().item()
 
 
 def _runner(impl, w, u, k, v, backward: bool):
@@ -98,7 +112,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-quadratic", type=float, default=1.5e8, help="elements of (B,T,T,C)")
     parser.add_argument("--max-loop", type=int, default=4096, help="tokens")
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     args = parser.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.clock == "cpu":
+        torch.set_num_threads(1)
     torch.manual_seed(0)
     rows = []
     for side in args.sides:
@@ -106,13 +124,12 @@ def main() -> None:
         w = torch.randn(args.channels) * 8 / steps
         u = torch.randn(args.channels) / steps
         k, v = torch.randn(2, args.batch, steps, args.channels)
-        error = (bi_wkv(w, u, k, v).double() - bi_wkv_reference(w, u, k, v)).abs().max().item() \
-            if steps <= 4096 else float("nan")
+        error = _max_error(w, u, k, v, args.max_quadratic)
         quad_ok = args.batch * steps * steps * args.channels <= args.max_quadratic
         impls = {"linear": bi_wkv, "quadratic": quadratic_float32 if quad_ok else None,
                  "loop": loop if steps <= args.max_loop else None}
         for backward in (False, True):
-            times = {name: (_time(_runner(fn, w, u, k, v, backward), args.repeats) if fn else None)
+            times = {name: (_time(_runner(fn, w, u, k, v, backward), args.repeats, clock) if fn else None)
                      for name, fn in impls.items()}
             row = {"side": side, "tokens": steps, "pass": "fwd+bwd" if backward else "fwd",
                    **{f"{n}_ms": (t * 1e3 if t else None) for n, t in times.items()},
@@ -135,9 +152,11 @@ def _write(rows, args) -> None:
         "# Bi-WKV: linear-time scan vs O(T^2) formula vs token loop",
         "",
         f"`python benchmarks/wkv.py` on {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.clock} clock, "
+        f"float32, 1-min load average at the end {os.getloadavg()[0]:.1f}, "
         f"B={args.batch}, C={args.channels}, median of {args.repeats}. Times in ms; ratios > 1 mean "
-        "the linear scan is faster. `skipped`: quadratic beyond "
+        "the linear scan is faster. Max error of `bi_wkv` (float32) against the float64 O(T^2) "
+        "reference, on the channels that fit memory (nan: none fit). `skipped`: quadratic beyond "
         f"{args.max_quadratic:.0e} elements of (B,T,T,C) (memory), loop beyond {args.max_loop} tokens.",
         "",
         "| H x W | T | pass | linear | quadratic | loop | quadratic/linear | loop/linear | max err vs float64 |",

@@ -31,7 +31,7 @@ class OmniShift(nn.Module):
         self.conv1x1 = nn.Conv2d(dim, dim, 1, groups=dim, bias=False)
         self.conv3x3 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=False)
         self.conv5x5 = nn.Conv2d(dim, dim, 5, padding=2, groups=dim, bias=False)
-        self.alpha = nn.Parameter(torch.full((4,), 0.25))  # identity, 1x1, 3x3, 5x5
+        self.alpha = nn.Parameter(torch.randn(4))  # identity, 1x1, 3x3, 5x5; N(0,1) as in LALIC
         self._fused_weight: Tensor | None = None  # not a buffer: never enters the state_dict
 
     def fused_weight(self) -> Tensor:

@@ -37,53 +37,59 @@ def _check_map(x: Tensor, dim: int, owner: str) -> None:
         raise ValueError(f"{owner}(dim={dim}) expects a (B, {dim}, H, W) map, got shape {tuple(x.shape)}")
 
 
-class SpatialMix(nn.Module):
-    """Token mixing: OmniShift, then receptance-gated Bi-WKV linear attention."""
+class _ShiftedTokenMixer(nn.Module):
+    """Shared frame: OmniShift on the map, ``mix_tokens`` on raster-order tokens, back to a map."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
         self.shift = OmniShift(dim)
+
+    def mix_tokens(self, tokens: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_map(x, self.dim, type(self).__name__)
+        height, width = x.shape[-2:]
+        return tokens_to_map(self.mix_tokens(map_to_tokens(self.shift(x))), height, width)
+
+
+class SpatialMix(_ShiftedTokenMixer):
+    """Token mixing: OmniShift, then receptance-gated Bi-WKV linear attention.
+
+    ``decay`` and ``boost`` are initialised from N(0, 1) as in the official LALIC code; the
+    attention uses w = decay / T and u = boost / T (Vision-RWKV's resolution scaling).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
         self.key = nn.Linear(dim, dim, bias=False)
         self.value = nn.Linear(dim, dim, bias=False)
         self.receptance = nn.Linear(dim, dim, bias=False)
         self.output = nn.Linear(dim, dim, bias=False)
-        # Vision-RWKV's "fancy" init (first layer): decay spread over [-5, 3], bonus log(0.3) +- 0.5.
-        ramp = torch.linspace(0.0, 1.0, dim) if dim > 1 else torch.zeros(1)
-        self.decay = nn.Parameter(-5.0 + 8.0 * ramp**0.7)
-        zigzag = torch.tensor([((i + 1) % 3 - 1) * 0.5 for i in range(dim)])
-        self.boost = nn.Parameter(torch.full((dim,), float(torch.log(torch.tensor(0.3)))) + zigzag)
+        self.decay = nn.Parameter(torch.randn(dim))
+        self.boost = nn.Parameter(torch.randn(dim))
 
-    def forward(self, x: Tensor) -> Tensor:
-        _check_map(x, self.dim, type(self).__name__)
-        height, width = x.shape[-2:]
-        tokens = map_to_tokens(self.shift(x))
-        steps = height * width
+    def mix_tokens(self, tokens: Tensor) -> Tensor:
+        steps = tokens.shape[1]
         k, v, r = self.key(tokens), self.value(tokens), self.receptance(tokens)
-        mixed = bi_wkv(self.decay / steps, self.boost / steps, k, v)
-        return tokens_to_map(self.output(torch.sigmoid(r) * mixed), height, width)
+        return self.output(torch.sigmoid(r) * bi_wkv(self.decay / steps, self.boost / steps, k, v))
 
 
-class ChannelMix(nn.Module):
+class ChannelMix(_ShiftedTokenMixer):
     """Channel mixing: OmniShift, then a squared-ReLU MLP gated by sigmoid(receptance)."""
 
     def __init__(self, dim: int, hidden_rate: int = 4) -> None:
-        super().__init__()
         if hidden_rate < 1:
             raise ValueError(f"hidden_rate must be >= 1, got {hidden_rate}")
-        self.dim = dim
-        self.shift = OmniShift(dim)
+        super().__init__(dim)
         self.key = nn.Linear(dim, hidden_rate * dim, bias=False)
         self.value = nn.Linear(hidden_rate * dim, dim, bias=False)
         self.receptance = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        _check_map(x, self.dim, type(self).__name__)
-        height, width = x.shape[-2:]
-        tokens = map_to_tokens(self.shift(x))
+    def mix_tokens(self, tokens: Tensor) -> Tensor:
         hidden = torch.relu(self.key(tokens)).square()
-        out = self.value(hidden) * torch.sigmoid(self.receptance(tokens))
-        return tokens_to_map(out, height, width)
+        return self.value(hidden) * torch.sigmoid(self.receptance(tokens))
 
 
 class BiRWKVBlock(nn.Module):
