@@ -126,6 +126,8 @@ def find_level_for_bpp(
     """
     if not (math.isfinite(target_bpp) and target_bpp > 0):
         raise ValueError(f"target bpp must be a positive number, got {target_bpp}")
+    if not 0 < rel_tolerance < 1:
+        raise ValueError(f"relative bpp tolerance must lie in (0, 1), got {rel_tolerance}")
     probes: list[tuple[float, bytes, float]] = []
 
     def probe(level: float) -> float:
