@@ -167,6 +167,9 @@ def make_loader(dataset: ImageFolder, batch_size: int, sampler: ResumableSampler
     """Endless iterator of (B, 3, P, P) batches drawn by ``sampler``."""
     from torch.utils.data import DataLoader
 
+    # a private generator: creating the iterator must not draw from the global torch RNG
+    # (that would shift the model's quantisation noise after a resume)
+    generator = torch.Generator().manual_seed(_mix(sampler.seed, sampler.stream, sampler.start, 2))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        drop_last=True, persistent_workers=False, pin_memory=False)
+                        drop_last=True, generator=generator)
     return iter(loader)

@@ -105,12 +105,12 @@ class STLICSolver:
             output = self.network(x, level=level)
         losses = self.objective(x, output)
         weights = self.objective.weights(lambda_rate, adversarial_on)
-        check_finite_losses(losses, weights, step)
+        check_finite_losses(losses, weights, step + 1)  # 1-based, as in the logs
 
         self.optimizer.zero_grad(set_to_none=True)
         (backward or self._default_backward)(losses, weights)
         self.scaler.unscale_(self.optimizer)
-        grad_norm = clip_and_check_gradients(self.trained, config.optim.grad_clip, step) \
+        grad_norm = clip_and_check_gradients(self.trained, config.optim.grad_clip, step + 1) \
             if not self.scaler.is_enabled() else self._clip_scaled()
         self.scaler.step(self.optimizer)
         self.scaler.update()

@@ -1,0 +1,74 @@
+"""DDP on CPU (gloo): two ranks with half a batch each take the step of one process on the batch."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from compressai.entropy_models import EntropyModel
+
+from conftest import fast_config, write_photos
+from stlic.training.config import TrainConfig
+from stlic.training.data import ImageFolder
+from stlic.training.distributed import init_distributed
+from stlic.training.solver import STLICSolver
+
+_QUANTIZE = EntropyModel.quantize
+
+
+def _noise_free_quantize(self, inputs, mode, means=None):
+    """Rate estimation without additive uniform noise, so the two runs see identical rates."""
+    return inputs if mode == "noise" else _QUANTIZE(self, inputs, mode, means)
+
+
+def _one_step(solver: STLICSolver, batch: torch.Tensor) -> dict:
+    out = solver.run_step(batch)
+    grads = {f"model.{n}": p.grad.clone() for n, p in solver.trained if p.grad is not None}
+    grads.update({f"disc.{n}": p.grad.clone() for n, p in solver.adversarial.discriminator.named_parameters()})
+    return {"losses": out.losses, "disc_loss": out.disc_loss, "grads": grads}
+
+
+def _worker(rank: int, world_size: int, port: int, config: dict, batch: torch.Tensor, result: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    EntropyModel.quantize = _noise_free_quantize
+    context = init_distributed("cpu")
+    try:
+        solver = STLICSolver(TrainConfig.from_dict(config), context=context)
+        share = batch.shape[0] // world_size
+        outcome = _one_step(solver, batch[rank * share:(rank + 1) * share])
+        if rank == 0:
+            torch.save(outcome, result)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow  # two processes each build the tiny model and its perceptual losses (~60 s)
+def test_two_ranks_match_one_process_on_the_combined_batch(tmp_path, monkeypatch):
+    photos = write_photos(tmp_path / "photos", count=2)
+    dataset = ImageFolder([photos], patch_size=64)
+    batch = torch.stack([dataset[(i, i)] for i in range(2)])
+    config = fast_config()
+    result = tmp_path / "rank0.pt"
+    mp.spawn(_worker, args=(2, _free_port(), config.to_dict(), batch, str(result)), nprocs=2, join=True)
+    distributed = torch.load(result, weights_only=True)
+
+    monkeypatch.setattr(EntropyModel, "quantize", _noise_free_quantize)
+    single = _one_step(STLICSolver(config), batch)
+
+    for name, value in single["losses"].items():
+        assert distributed["losses"][name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
+    assert distributed["disc_loss"] == pytest.approx(single["disc_loss"], rel=1e-5)
+    assert distributed["grads"].keys() == single["grads"].keys()
+    for name, grad in single["grads"].items():
+        scale = float(grad.abs().max()) + 1e-12
+        torch.testing.assert_close(distributed["grads"][name], grad, rtol=1e-3, atol=1e-4 * scale, msg=name)

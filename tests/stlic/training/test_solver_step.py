@@ -1,0 +1,99 @@
+"""One solver step: gradient routing (distortion -> codec only), typed output, parameter groups."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import fast_config
+from stlic.training.config import LOSS_NAMES
+from stlic.training.objective import weighted_total
+from stlic.training.solver import STLICSolver
+
+
+@pytest.fixture(scope="module")
+def solver(tmp_path_factory):
+    from conftest import write_photos
+
+    photos = write_photos(tmp_path_factory.mktemp("step") / "photos")
+    return STLICSolver(fast_config(), data=[photos])
+
+
+def _grad_norms(loss, modules):
+    params = [[p for p in m.parameters() if p.requires_grad] for m in modules]
+    flat = [p for group in params for p in group]
+    grads = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
+    norms, offset = [], 0
+    for group in params:
+        chunk = grads[offset:offset + len(group)]
+        offset += len(group)
+        norms.append(math.sqrt(sum(float(g.pow(2).sum()) for g in chunk if g is not None)))
+    return norms
+
+
+@pytest.mark.slow  # six separate backward passes (~30 s on 2 cores)
+def test_refiner_gets_only_perceptual_gradients(solver):
+    model = solver.model
+    seen = {}
+
+    def routing_backward(losses, weights):
+        for name in LOSS_NAMES:
+            seen[name] = _grad_norms(losses[name], (model.main, model.refiner))
+        (weights["l1"] * losses["l1"] + weights["l2"] * losses["l2"]).backward()
+
+    solver.run_step(solver.next_batch(), backward=routing_backward)
+    for name in ("rate", "l2", "l1"):
+        main, refiner = seen[name]
+        assert main > 0 and refiner == 0, name
+    for name in ("lpips", "wasserstein", "adversarial"):
+        main, refiner = seen[name]
+        assert main > 0 and refiner > 0, name
+    # the step's backward only held l1 + l2: every refiner .grad is None or zero
+    assert all(p.grad is None or not p.grad.any() for p in model.refiner.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.main.parameters())
+
+
+def test_step_output_is_consistent(solver):
+    captured = {}
+
+    def recording_backward(losses, weights):
+        captured.update(losses={k: float(v.detach()) for k, v in losses.items()}, weights=dict(weights))
+        weighted_total(losses, weights).backward()
+
+    before = solver.step
+    out = solver.run_step(solver.next_batch(), backward=recording_backward)
+    assert out.step == before + 1 == solver.step
+    assert out.losses == captured["losses"] and out.weights == captured["weights"]
+    low, high = solver.config.loss_weights.rate
+    assert low <= out.lambda_rate <= high and out.weights["rate"] == out.lambda_rate
+    assert out.level == solver.model.level_for_lambda(out.lambda_rate)
+    assert out.total == pytest.approx(sum(out.weights[k] * out.losses[k] for k in LOSS_NAMES), rel=1e-9)
+    assert out.bpp == out.losses["rate"] and out.gen_loss == out.losses["adversarial"]
+    assert 0 < out.d_real < 1 and 0 < out.d_fake < 1 and out.disc_loss > 0
+    assert math.isfinite(out.psnr_decoded) and math.isfinite(out.psnr_refined) and out.lr == 1e-4
+    for key in ("loss/lpips", "weighted/wasserstein"):
+        assert key in out.record()
+
+
+def test_parameter_groups(solver):
+    main_ids = {id(p) for g in solver.optimizer.param_groups for p in g["params"]}
+    aux_ids = {id(p) for g in solver.aux_optimizer.param_groups for p in g["params"]}
+    quantiles = {id(p) for n, p in solver.model.named_parameters() if n.endswith("quantiles")}
+    assert quantiles and aux_ids == quantiles and not main_ids & quantiles
+    expected = {id(p) for p in solver.model.parameters()} - quantiles
+    assert main_ids == expected
+    disc = {id(p) for p in solver.adversarial.discriminator.parameters()}
+    assert {id(p) for g in solver.adversarial.optimizer.param_groups for p in g["params"]} == disc
+    assert not disc & main_ids
+
+
+def test_adversarial_warmup_skips_the_discriminator(tmp_path):
+    from conftest import write_photos
+
+    solver = STLICSolver(fast_config(schedule={"adversarial_start": 5}), data=[write_photos(tmp_path / "p")])
+    before = [p.detach().clone() for p in solver.adversarial.discriminator.parameters()]
+    out = solver.run_step(solver.next_batch())
+    assert out.weights["adversarial"] == 0 and out.disc_loss is None and out.d_real is None
+    after = list(solver.adversarial.discriminator.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
