@@ -12,7 +12,11 @@ changes, so the decoder repeats the encoder's arithmetic operation for operation
 
 Coding: one rANS stream (CompressAI's ``BufferedRansEncoder`` / ``RansDecoder``) per image for
 all of y, groups in order, anchors before non-anchors, each pass in (channel, row, column)
-order; the CDF of a symbol is the one of ``GaussianConditional`` indexed by ``scales * a``.
+order. A symbol's CDF is the ``GaussianConditional`` table entry *nearest* (in log scale) to
+its gained scale ``sigma * a``: CompressAI's ``build_indexes`` rounds every scale up to the next
+table entry, which with the default 64-entry table costs ~3% more bits than the likelihoods
+promise; nearest rounding is unbiased (measured: within 0.1% before the ~8 bytes of coder
+overhead).
 """
 from __future__ import annotations
 
@@ -67,14 +71,17 @@ class _CdfTables:
     def __init__(self, gaussian: GaussianConditional, gain: Tensor) -> None:
         if gaussian.quantized_cdf.numel() == 0:
             raise RuntimeError("entropy model has no CDF tables yet: call model.update() before coding")
-        self.gaussian, self.gain = gaussian, gain
+        self.gain = gain
+        table = gaussian.scale_table.to(torch.float64)
+        #: geometric midpoints between consecutive table scales: the nearest-entry boundaries
+        self.boundaries = (table[:-1] * table[1:]).sqrt()
         self.cdfs = gaussian.quantized_cdf.tolist()
         self.lengths = gaussian.cdf_length.reshape(-1).int().tolist()
         self.offsets = gaussian.offset.reshape(-1).int().tolist()
 
     def indexes(self, mask: Tensor, scales: Tensor) -> list[int]:
-        """CDF index of every masked position, from the gained scale ``sigma * a``."""
-        indexes = self.gaussian.build_indexes(scales * self.gain)
+        """CDF index of every masked position: nearest table scale to ``sigma * a``."""
+        indexes = torch.bucketize((scales * self.gain).to(torch.float64), self.boundaries)
         return torch.masked_select(indexes, mask).tolist()
 
 
