@@ -114,6 +114,7 @@ def bd_metrics(anchor: RDCurve, test: RDCurve, metric: str = "psnr", method: str
 
     BD-quality is in the metric's units with its natural sign (for LPIPS: negative = better).
     Raises ValueError when a curve lacks the metric or has fewer than :data:`MIN_BD_POINTS` points.
+    The ``bjontegaard`` package warns (UserWarning) when the curves overlap too little.
     """
     import bjontegaard
 
@@ -124,10 +125,8 @@ def bd_metrics(anchor: RDCurve, test: RDCurve, metric: str = "psnr", method: str
             raise ValueError(f"curve {curve.method!r} has {len(curve.bpp)} points; BD needs at least {MIN_BD_POINTS}")
     qa, qt = _quality(anchor, metric), _quality(test, metric)
     kwargs = {"method": method, "require_matching_points": False}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # overlap warnings: reported via NaN-free values
-        rate = bjontegaard.bd_rate(anchor.bpp, qa, test.bpp, qt, **kwargs)
-        quality = bjontegaard.bd_psnr(anchor.bpp, qa, test.bpp, qt, **kwargs)
+    rate = bjontegaard.bd_rate(anchor.bpp, qa, test.bpp, qt, **kwargs)
+    quality = bjontegaard.bd_psnr(anchor.bpp, qa, test.bpp, qt, **kwargs)
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     return float(rate), sign * float(quality)
 
@@ -137,7 +136,8 @@ def compare_to_anchors(
 ) -> list[BDResult]:
     """BD-rate / BD-quality of every curve against every anchor on each shared metric.
 
-    Pairs that cannot be compared get NaN and a ``note`` saying why (instead of failing).
+    Pairs that cannot be compared get NaN and a ``note`` saying why (instead of failing); warnings
+    of the ``bjontegaard`` package (e.g. insufficient curve overlap) go into ``note`` too.
     """
     rows = []
     for test in curves:
@@ -146,8 +146,11 @@ def compare_to_anchors(
                 if not (test.has(metric) and anchor.has(metric)):
                     continue
                 try:
-                    rate, quality = bd_metrics(anchor, test, metric)
-                    rows.append(BDResult(test.method, anchor.method, metric, rate, quality))
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        rate, quality = bd_metrics(anchor, test, metric)
+                    note = "; ".join(sorted({str(w.message) for w in caught}))
+                    rows.append(BDResult(test.method, anchor.method, metric, rate, quality, note))
                 except ValueError as error:
                     rows.append(BDResult(test.method, anchor.method, metric, math.nan, math.nan, str(error)))
     return rows

@@ -49,6 +49,13 @@ def test_too_few_points_give_nan_with_a_note():
     assert len(rows) == 1 and np.isnan(rows[0].bd_rate) and "at least 3" in rows[0].note
 
 
+def test_insufficient_overlap_is_reported_in_the_note():
+    lalic = load_anchor_csv(ANCHORS / "lalic_kodak.csv")
+    msillm = load_anchor_csv(ANCHORS / "msillm_kodak.csv")
+    (row,) = compare_to_anchors([msillm], [lalic], metrics=("psnr",))
+    assert row.bd_rate > 0 and "overlap" in row.note.lower()
+
+
 def test_shipped_anchor_files_load_with_their_published_points():
     lalic = load_anchor_csv(ANCHORS / "lalic_kodak.csv")
     msillm = load_anchor_csv(ANCHORS / "msillm_kodak.csv")
