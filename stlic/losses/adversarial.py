@@ -89,10 +89,9 @@ class AdversarialLoss(nn.Module):
         """One discriminator step on (real, fake) conditioned on ``latent`` (both detached)."""
         if fake.shape != real.shape:
             raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} differ in shape")
-        batch = real.shape[0]
         condition = latent.detach()
-        logits = self.discriminator(torch.cat([real.detach(), fake.detach()]), torch.cat([condition, condition]))
-        real_logits, fake_logits = logits[:batch], logits[batch:]
+        real_logits = self.discriminator(real.detach(), condition)
+        fake_logits = self.discriminator(fake.detach(), condition)
         loss = discriminator_loss(real_logits, fake_logits)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -122,7 +121,9 @@ class AdversarialLoss(nn.Module):
     def forward(self, fake: Tensor, latent: Tensor) -> Tensor:
         return self.generator_loss(fake, latent)
 
-    def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: D401 - torch hook
+    # torch's per-module (de)serialisation hooks: the optimizer's state rides along under
+    # "<prefix>optimizer", as audiocraft's AdversarialLoss does.
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         destination[prefix + _OPTIMIZER_KEY] = self.optimizer.state_dict()
 
