@@ -119,6 +119,13 @@ def wasserstein_distortion(
             f"and {tuple(features_b.shape)}"
         )
     _check_log2_sigma(log2_sigma, num_levels)
+    return _checked_wasserstein_distortion(features_a, features_b, log2_sigma, num_levels, sqrt_grad_limit)
+
+
+def _checked_wasserstein_distortion(
+    features_a: Tensor, features_b: Tensor, log2_sigma: Tensor | float, num_levels: int, sqrt_grad_limit: float
+) -> Tensor:
+    """:func:`wasserstein_distortion` on arguments already validated (no host sync per call)."""
     if isinstance(log2_sigma, Tensor):
         log2_sigma = log2_sigma.to(features_a).expand(features_a.shape[0], 1, *features_a.shape[-2:])
     else:  # levels above floor(sigma) + 1 have zero weight everywhere: skip their statistics
@@ -213,14 +220,16 @@ class WassersteinDistortion(nn.Module):
             )
         log2_sigma = self.log2_sigma if log2_sigma is None else log2_sigma
         _check_log2_sigma(log2_sigma, self.num_levels)
-        if isinstance(log2_sigma, Tensor) and log2_sigma.dim() != 4:
-            raise ValueError(f"a log2_sigma map must be (B or 1, 1, H, W), got {tuple(log2_sigma.shape)}")
         batch = x.shape[0]
+        if isinstance(log2_sigma, Tensor) and (
+            log2_sigma.dim() != 4 or log2_sigma.shape[1] != 1 or log2_sigma.shape[0] not in (1, batch)
+        ):
+            raise ValueError(f"a log2_sigma map must be ({batch} or 1, 1, h, w), got {tuple(log2_sigma.shape)}")
         both = self.features(torch.cat([x, y]))
         total = x.new_zeros(batch)
         for feature in both:
             sigma = _sigma_for(log2_sigma, tuple(x.shape[-2:]), feature)
-            total = total + wasserstein_distortion(
+            total = total + _checked_wasserstein_distortion(
                 feature[:batch], feature[batch:], sigma, self.num_levels, self.sqrt_grad_limit
             )
         return total

@@ -146,6 +146,8 @@ def test_bad_inputs_are_named(wd):
         wd(x, x, log2_sigma=6.0)
     with pytest.raises(ValueError, match="log2_sigma"):
         wd(x, x, log2_sigma=-1.0)
+    with pytest.raises(ValueError, match="log2_sigma map"):
+        wd(x, x, log2_sigma=torch.ones(1, 3, 72, 72))
     with pytest.raises(ValueError, match="num_scales"):
         wd(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
     with pytest.raises(ValueError, match="equal shape"):
