@@ -105,3 +105,20 @@ def test_a_file_that_is_not_a_model_checkpoint_is_rejected(image_folder, tmp_pat
 def test_rate_level_and_target_bpp_are_exclusive(image_folder, tmp_path):
     with pytest.raises(SystemExit):
         _eval(tmp_path, "--checkpoint", "c.pt", "--data", str(image_folder), "--rate-level", "1", "--target-bpp", "0.2")
+
+
+@pytest.mark.slow
+def test_eval_target_bpp_on_a_small_image_notes_the_ms_ssim_fallback(checkpoint, tmp_path):
+    from stlic.evaluation.evaluate import EvalOptions, evaluate
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    write_image(folder / "small.png", read_image(_source_images()[0])[:, :64, :96])
+    result = evaluate(checkpoint, folder, tmp_path / "out", EvalOptions(target_bpp=0.05, fid=False, progress=False))
+    (image,) = result.images
+    assert image.bpp == pytest.approx(8 * image.bytes / (64 * 96))
+    assert 0.0 <= image.level <= STLIC(preset("tiny")).n_levels - 1
+    assert math.isnan(image.ms_ssim_refined) and result.summary.outputs["refined"].ms_ssim is None
+    assert result.summary.rate_level is None and result.summary.target_bpp == 0.05
+    assert any("MS-SSIM skipped" in note for note in result.summary.notes)
+    assert any("FID disabled" in note for note in result.summary.notes)
