@@ -43,6 +43,8 @@ PREFIX_RULES: tuple[tuple[str, str], ...] = (
 ALIAS_PATTERN = re.compile(r"^latent_codec\.hyper\.(h_a|h_s)\.")
 #: official keys of derived tensors that our modules rebuild (CDF tables, fused OmniShift kernel)
 SKIP_PATTERN = re.compile(r"(^latent_codec\.y\.latent_codec\.y\d+\.y\.gaussian_conditional\.|conv5x5_reparam\.)")
+#: our keys that no checkpoint needs to provide (the shared GaussianConditional of y)
+REBUILT_PREFIX = "entropy_model.gaussian_conditional."
 #: module renames inside Bi-RWKV blocks, official -> ours
 BLOCK_RENAMES = {"ln1": "norm1", "ln2": "norm2", "att": "spatial_mix", "ffn": "channel_mix", "omni_shift": "shift"}
 
@@ -70,7 +72,7 @@ def official_to_ours(key: str) -> str | None:
 
 def ours_to_official(key: str) -> str | None:
     """Inverse of ``official_to_ours`` (None for keys the official model does not have)."""
-    if key.startswith("entropy_model.gain.") or key.startswith("entropy_model.gaussian_conditional."):
+    if key.startswith(("entropy_model.gain.", REBUILT_PREFIX)):
         return None
     return _translate(key, 1, {v: k for k, v in BLOCK_RENAMES.items()})
 
@@ -83,7 +85,7 @@ class KeyMapReport:
     aliases: list[str] = field(default_factory=list)  # duplicates of mapped tensors
     skipped: list[str] = field(default_factory=list)  # derived tensors we rebuild
     unexpected: list[str] = field(default_factory=list)  # official keys no rule maps
-    missing: list[str] = field(default_factory=list)  # our keys left as initialised
+    missing: list[str] = field(default_factory=list)  # our keys left as initialised (QVRF gains)
 
 
 def _unwrap(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -128,5 +130,6 @@ def load_lalic_state_dict(main: nn.Module, state_dict: Mapping[str, Tensor]) -> 
                 f"{tuple(own[ours].shape)}; is the model built with the matching preset?"
             )
     result = main.load_state_dict(converted, strict=False)
-    report.missing = sorted(result.missing_keys)
+    # our shared Gaussian's tables and constant bounds are rebuilt by update(), not loaded
+    report.missing = sorted(k for k in result.missing_keys if not k.startswith(REBUILT_PREFIX))
     return report
