@@ -7,17 +7,20 @@ CVPR 2025)::
     y_t = ( sum_{i != t} e^{-(|t-i|-1) w + k_i} v_i + e^{u + k_t} v_t )
         / ( sum_{i != t} e^{-(|t-i|-1) w + k_i}     + e^{u + k_t}     )
 
-The modules pass ``w = decay / T`` and ``u = boost / T``. ``w`` enters the exponent as given
-(no ``exp``): the Vision-RWKV / LALIC Bi-WKV CUDA kernel multiplies the distance by the raw
-``w`` it receives, unlike causal RWKV-4 where the module passes ``-exp(decay)``. A negative
-``w`` therefore makes far tokens weigh *more*; both signs are handled without overflow.
+The modules pass ``w = decay / T`` and ``u = boost / T``. ``w`` enters the exponent as given,
+with no ``exp``: the Vision-RWKV Bi-WKV CUDA kernel (``wkv_cuda.cu``, exponents
+``k_i - w * distance``) that LALIC calls with ``decay / T`` uses the raw value, unlike causal
+RWKV-4 where the module passes ``-exp(decay)``. A negative ``w`` therefore makes far tokens
+weigh *more*; both signs are handled without overflow. The CUDA kernel adds 1e-6 to the
+denominator; we do not (it is a sum of positive terms, never zero here).
 
-``bi_wkv`` runs in O(T * L) time (L = chunk length, default 8) and keeps O(T) memory for
-backward: every partial sum is held as a log-scale ``m`` and a normalised sum ``s`` (true value
-``e^m * s``, the "pp/aa/bb" trick of RWKV), so it is exact for any sign and size of ``w`` and
-any range of ``k``. The backward pass is analytic and reuses the same decayed prefix sums
-(the kernel is a symmetric Toeplitz matrix, so its transpose is itself). ``bi_wkv_reference``
-is the direct O(T^2) formula in float64 for tests.
+``bi_wkv`` is a blocked scan (blocks of L = ``chunk`` tokens, default 32, recursing over block
+summaries): O(T) time with the factorised in-block sums, O(T L) where a block needs the dense
+fallback, and O(T) memory kept for backward. Every partial sum is held as a log-scale ``m``
+and a normalised sum ``s`` (true value ``e^m * s``, the "pp/aa/bb" trick of RWKV), so it is
+exact for any sign and size of ``w`` and any range of ``k``. The backward pass is analytic and
+reuses the same prefix sums (the kernel is a symmetric Toeplitz matrix: its own transpose).
+``bi_wkv_reference`` is the direct O(T^2) formula in float64 for tests.
 """
 from __future__ import annotations
 
@@ -33,14 +36,22 @@ __all__ = ["bi_wkv", "bi_wkv_reference", "decayed_prefix_sum"]
 DEFAULT_CHUNK = 32
 
 LogScaled = tuple[Tensor, Tensor]
-"""A sum held as (m, s): true value e^m * s; m (...) is -inf for an empty sum, s (..., F)."""
+"""A sum held as (m, s): true value e^m * s; m (B, C, ...) is -inf for an empty sum and
+s (B, C, F, ...) holds F value features (features before tokens: contiguous scans)."""
 
 
 def _log_add(pieces: Sequence[LogScaled]) -> LogScaled:
-    """Sum of log-scaled pieces, renormalised by their largest log-scale (-inf if all empty)."""
-    top = torch.stack(torch.broadcast_tensors(*(m for m, _ in pieces))).amax(0)
-    safe_top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    total = sum(torch.exp(m - safe_top).unsqueeze(-1) * s for m, s in pieces)
+    """Sum of log-scaled pieces, renormalised by their largest log-scale (-inf if all empty).
+
+    The first piece must have the full shape; later ones may broadcast to it.
+    """
+    top = pieces[0][0]
+    for m, _ in pieces[1:]:
+        top = torch.maximum(top, m)
+    safe_top = top.clamp(min=torch.finfo(top.dtype).min)  # -inf - safe_top stays -inf
+    total = pieces[0][1] * torch.exp(pieces[0][0] - safe_top).unsqueeze(2)
+    for m, s in pieces[1:]:
+        total.addcmul_(s, torch.exp(m - safe_top).unsqueeze(2))
     return top, total
 
 
@@ -52,7 +63,7 @@ _FACTORISED_MAX_SPREAD = {torch.float32: 40.0, torch.float64: 300.0}
 def _dense_block_sums(w: Tensor, a: Tensor, x: Tensor) -> LogScaled:
     """Prefix sums inside blocks by the (L, L) exponent matrix, each row stabilised by its max.
 
-    Exact for any spread of exponents; O(L^2) per block. a: (B, C, n, L); x: (B, C, n, L, F).
+    Exact for any spread of exponents; O(L^2) per block. a: (B, C, n, L); x: (B, C, F, n, L).
     """
     steps = a.shape[-1]
     pos = torch.arange(steps, device=a.device, dtype=a.dtype)
@@ -62,7 +73,7 @@ def _dense_block_sums(w: Tensor, a: Tensor, x: Tensor) -> LogScaled:
     row_max = exponent.amax(dim=-1)  # -inf on row t = 0
     safe_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
     weights = exponent.sub_(safe_max[..., None]).exp_()
-    return row_max, weights @ x
+    return row_max, torch.einsum("bcnti,bcfni->bcfnt", weights, x)
 
 
 def _block_sums(w: Tensor, a: Tensor, x: Tensor) -> tuple[LogScaled, LogScaled]:
@@ -72,22 +83,22 @@ def _block_sums(w: Tensor, a: Tensor, x: Tensor) -> tuple[LogScaled, LogScaled]:
         sum_{i<t} e^{-(t-i-1) w + a_i} x_i = e^{max b - (t-1) w} * sum_{i<t} e^{b_i - max b} x_i,
     an exclusive cumsum: O(L) per block. Used when the spread of b in every block is small
     enough that no term underflows; otherwise the exact dense O(L^2) form is used.
-    a: (B, C, n, L); x: (B, C, n, L, F). Returns ((m, s) per token, (m, s) per block).
+    a: (B, C, n, L); x: (B, C, F, n, L). Returns ((m, s) per token, (m, s) per block).
     """
     steps = a.shape[-1]
     pos = torch.arange(steps, device=a.device, dtype=a.dtype)
     b = a + pos * w[:, None, None]
     b_max = b.amax(dim=-1)  # (B, C, n)
     if (b_max - b.amin(dim=-1)).max() <= _FACTORISED_MAX_SPREAD[a.dtype]:
-        terms = b.sub_(b_max[..., None]).exp_()[..., None] * x
-        inclusive = terms.cumsum(dim=-2)
-        inner_s = F.pad(inclusive[..., :-1, :], (0, 0, 1, 0))
+        terms = b.sub_(b_max[..., None]).exp_().unsqueeze(2) * x
+        inclusive = terms.cumsum(dim=-1)
+        inner_s = F.pad(inclusive[..., :-1], (1, 0))
         inner_m = (b_max[..., None] - (pos - 1.0) * w[:, None, None]).clone()
         inner_m[..., 0] = float("-inf")  # nothing precedes a block's first token
-        return (inner_m, inner_s), (b_max - (steps - 1) * w[:, None], inclusive[..., -1, :])
+        return (inner_m, inner_s), (b_max - (steps - 1) * w[:, None], inclusive[..., -1])
     to_end = b - (steps - 1) * w[:, None, None]  # = a_i - (L-1-i) w
     summary_m = to_end.amax(dim=-1)
-    summary_s = (to_end.sub_(summary_m[..., None]).exp_()[..., None, :] @ x)[..., 0, :]
+    summary_s = (to_end.sub_(summary_m[..., None]).exp_().unsqueeze(2) * x).sum(dim=-1)
     return _dense_block_sums(w, a, x), (summary_m, summary_s)
 
 
@@ -101,34 +112,38 @@ def decayed_prefix_sum(w: Tensor, a: Tensor, x: Tensor, chunk: int = DEFAULT_CHU
     Not differentiable (``bi_wkv`` has an analytic backward).
 
     Args:
-        w: (C,) decay per step. a: (B, C, T) log-weights. x: (B, C, T, F) values.
+        w: (C,) decay per step. a: (B, C, T) log-weights. x: (B, C, F, T) values.
     Returns:
-        (m, s) with S_t = e^{m_t} s_t; m (B, C, T), s (B, C, T, F).
+        (m, s) with S_t = e^{m_t} s_t; m (B, C, T), s (B, C, F, T).
     """
     if chunk < 2:
         raise ValueError(f"chunk must be >= 2, got {chunk}")
     batch, channels, steps = a.shape
-    features = x.shape[-1]
+    features = x.shape[2]
     if steps <= chunk:
-        (m, s), _ = _block_sums(w, a[:, :, None], x[:, :, None])
-        return m[:, :, 0], s[:, :, 0]
+        (m, s), _ = _block_sums(w, a[:, :, None], x[:, :, :, None])
+        return m[:, :, 0], s[:, :, :, 0]
     n_blocks = math.ceil(steps / chunk)
-    pad = n_blocks * chunk - steps  # zero padding at the end only reaches padded rows
-    a = F.pad(a, (0, pad)).view(batch, channels, n_blocks, chunk)
-    x = F.pad(x, (0, 0, 0, pad)).view(batch, channels, n_blocks, chunk, features)
+    pad = n_blocks * chunk - steps
+    if pad:  # padded tokens (x = 0, a repeated: no added spread) only reach padded rows
+        a = F.pad(a, (0, pad), mode="replicate")
+        x = F.pad(x, (0, pad))
+    a = a.view(batch, channels, n_blocks, chunk)
+    x = x.view(batch, channels, features, n_blocks, chunk)
     inner, (summary_m, summary_s) = _block_sums(w, a, x)
     carry_m, carry_s = decayed_prefix_sum(chunk * w, summary_m, summary_s, chunk)
     pos = torch.arange(chunk, device=a.device, dtype=a.dtype)
     carry_m = carry_m[..., None] - pos * w[:, None, None]  # decay from block start to token
-    m, s = _log_add([inner, (carry_m, carry_s[..., None, :])])
-    return m.view(batch, channels, -1)[..., :steps], s.view(batch, channels, -1, features)[..., :steps, :]
+    m, s = _log_add([inner, (carry_m, carry_s[..., None])])
+    m, s = m.reshape(batch, channels, -1), s.reshape(batch, channels, features, -1)
+    return m[..., :steps], s[..., :steps]
 
 
 def _both_directions(w: Tensor, a: Tensor, x: Tensor, chunk: int) -> tuple[LogScaled, LogScaled]:
     """Left sums (i < t) and right sums (i > t), computed in one batched scan."""
     batch = a.shape[0]
-    m, s = decayed_prefix_sum(w, torch.cat([a, a.flip(-1)]), torch.cat([x, x.flip(-2)]), chunk)
-    return (m[:batch], s[:batch]), (m[batch:].flip(-1), s[batch:].flip(-2))
+    m, s = decayed_prefix_sum(w, torch.cat([a, a.flip(-1)]), torch.cat([x, x.flip(-1)]), chunk)
+    return (m[:batch], s[:batch]), (m[batch:].flip(-1), s[batch:].flip(-1))
 
 
 class _BiWKV(torch.autograd.Function):
@@ -145,12 +160,12 @@ class _BiWKV(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w: Tensor, u: Tensor, k: Tensor, v: Tensor, chunk: int) -> Tensor:
-        values = torch.stack((v, torch.ones_like(v)), dim=-1)
+        values = torch.stack((v, torch.ones_like(v)), dim=2)
         left, right = _both_directions(w, k, values, chunk)
         own_m = u[:, None] + k
         top, total = _log_add([left, right, (own_m, values)])
-        y = total[..., 0] / total[..., 1]
-        log_den = top + total[..., 1].log()
+        y = total[:, :, 0] / total[:, :, 1]
+        log_den = top + total[:, :, 1].log()
         ctx.chunk = chunk
         ctx.save_for_backward(w, u, k, v, y, log_den, *left, *right)
         return y
@@ -158,16 +173,16 @@ class _BiWKV(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: Tensor):
         w, u, k, v, y, log_den, left_m, left_s, right_m, right_s = ctx.saved_tensors
-        lam = torch.stack((grad_y, -grad_y * y), dim=-1)  # times e^{-log_den}
+        lam = torch.stack((grad_y, -grad_y * y), dim=2)  # times e^{-log_den}
         lam_left, lam_right = _both_directions(w, -log_den, lam, ctx.chunk)
         own_m = u[:, None] - log_den
         q_m, q_s = _log_add([lam_left, lam_right, (own_m, lam)])
         scale = torch.exp(k + q_m)
-        grad_v = scale * q_s[..., 0]
-        grad_k = scale * (q_s[..., 0] * v + q_s[..., 1])
+        grad_v = scale * q_s[:, :, 0]
+        grad_k = scale * (q_s[:, :, 0] * v + q_s[:, :, 1])
         grad_u = (torch.exp(own_m + k) * grad_y * (v - y)).sum(dim=(0, 2))
-        pairs = (torch.exp(lam_right[0] + left_m - w[:, None]) * (lam_right[1] * left_s).sum(-1)
-                 + torch.exp(lam_left[0] + right_m - w[:, None]) * (lam_left[1] * right_s).sum(-1))
+        pairs = (torch.exp(lam_right[0] + left_m - w[:, None]) * (lam_right[1] * left_s).sum(2)
+                 + torch.exp(lam_left[0] + right_m - w[:, None]) * (lam_left[1] * right_s).sum(2))
         grad_w = -pairs.sum(dim=(0, 2))
         return grad_w, grad_u, grad_k, grad_v, None
 

@@ -110,8 +110,8 @@ def test_decayed_prefix_sum_matches_brute_force():
     w = torch.randn(channels, generator=gen, dtype=torch.float64)
     a = 5 * torch.randn(batch, steps, channels, generator=gen, dtype=torch.float64)
     x = torch.randn(batch, steps, channels, features, generator=gen, dtype=torch.float64)
-    m, s = decayed_prefix_sum(w, a.transpose(1, 2), x.transpose(1, 2), chunk=4)  # channels first
-    m, s = m.transpose(1, 2), s.transpose(1, 2)
+    m, s = decayed_prefix_sum(w, a.transpose(1, 2), x.permute(0, 2, 3, 1), chunk=4)  # (B, C, F, T)
+    m, s = m.transpose(1, 2), s.permute(0, 3, 1, 2)
     expected = torch.zeros(batch, steps, channels, features, dtype=torch.float64)
     for t in range(steps):
         for i in range(t):
