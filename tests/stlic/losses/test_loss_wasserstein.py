@@ -86,6 +86,19 @@ def test_large_sigma_is_texture_invariant():
     assert other_statistics > 20 * same_statistics
 
 
+def test_sigma_map_localises_texture_invariance():
+    g = torch.Generator().manual_seed(6)
+    fa = torch.randn(1, 4, 64, 64, generator=g)
+    fb = fa.clone()
+    fb[..., 32:] = torch.randn(1, 4, 64, 32, generator=g)  # right half: new noise, same statistics
+    pixelwise_right = torch.zeros(1, 1, 64, 64)
+    texture_right = pixelwise_right.clone()
+    texture_right[..., 32:] = 5.0
+    mse = wasserstein_distortion(fa, fb, pixelwise_right).item()
+    assert mse == pytest.approx((fa - fb).square().mean().item(), rel=1e-6)
+    assert wasserstein_distortion(fa, fb, texture_right).item() < 0.1 * mse
+
+
 @pytest.fixture(scope="module")
 def wd(tmp_path_factory):
     import os
@@ -126,6 +139,8 @@ def test_image_level_noise_textures_score_below_mse(wd):
         assert wd(x, y, log2_sigma=5.0) < 0.75 * wd(x, y, log2_sigma=0.0)
         constant_map = torch.full((1, 1, 72, 72), 3.0)
         torch.testing.assert_close(wd(x, y, constant_map), wd(x, y, 3.0))
+        coarse_map = torch.full((1, 1, 9, 9), 3.0)  # sigma is in image pixels whatever the map size
+        torch.testing.assert_close(wd(x, y, coarse_map), wd(x, y, 3.0))
 
 
 def test_gradients_finite_at_zero_variance_and_identical_inputs(wd):
