@@ -113,6 +113,9 @@ def _derive(args: argparse.Namespace) -> int:
           f"percentage points{' (infeasible target: least-squares compromise)' if not result.feasible else ''}")
     header = (f"Run {run.path} ({run.metadata.get('model', '?')}, {len(table.steps)} probed steps, "
               f"{table.column}); target {args.target}; residual {result.residual:.4g}.")
+    skipped = sorted(set(result.coefficients) - set(base))
+    if skipped:
+        print(f"warning: {skipped} not in the base block {args.block!r}; left out of {args.out}", file=sys.stderr)
     out = export_config({k: v for k, v in result.coefficients.items() if k in base}, args.base, args.out,
                         block=args.block, header=header)
     print(f"coefficients {yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in result.coefficients.items()}, default_flow_style=True).strip()}")

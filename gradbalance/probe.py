@@ -88,6 +88,7 @@ class GradientProbe:
                  weights: Optional[Mapping[str, float]] = None) -> Optional[StepStats]:
         """Accumulate the gradient of ``sum_i w_i L_i`` into ``.grad``; probe every ``every`` calls.
 
+        ``losses`` are unweighted scalar tensors; a loss missing from ``weights`` has weight 1.
         Returns the step's :class:`StepStats` on probed steps, None otherwise.
         """
         names, tensors, w = self._validate(losses, weights)

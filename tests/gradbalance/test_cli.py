@@ -1,4 +1,8 @@
-"""End to end: ``python -m gradbalance probe`` on the example target, then table / derive / plot."""
+"""End to end: ``python -m gradbalance probe`` on the example target, then table / derive / plot.
+
+The probe runs in a subprocess (a fresh interpreter importing torch and drawing six figures), so
+the tests that use its run directory are marked slow.
+"""
 from __future__ import annotations
 
 import json
@@ -26,6 +30,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_probe_writes_records_tables_plots_and_metadata(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     for stem in ("table", "precond_table"):
@@ -41,6 +46,7 @@ def test_probe_writes_records_tables_plots_and_metadata(run_dir):
     assert meta["loss_order"] == ["rate", "l2", "l1"] and meta["groups"] == ["encoder", "decoder"]
 
 
+@pytest.mark.slow
 def test_table_command_rebuilds_the_saved_table(run_dir, capsys):
     saved = (run_dir / "table.md").read_text().strip()
     assert main(["table", str(run_dir)]) == 0
@@ -55,6 +61,7 @@ def test_console_script_is_registered():
     assert scripts.get("gradbalance") == "gradbalance.cli:main"
 
 
+@pytest.mark.slow
 def test_derive_command_exports_a_config(run_dir, tmp_path, capsys):
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump({"loss_weights": {"rate": [0.002, 0.02], "l2": 1.0, "l1": 0.1}, "seed": 1}))
@@ -75,6 +82,7 @@ def test_derive_command_exports_a_config(run_dir, tmp_path, capsys):
     assert "--fixed expects" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_plot_command_and_missing_run(run_dir, tmp_path, capsys):
     (run_dir / "heatmap.png").unlink()
     assert main(["plot", str(run_dir)]) == 0
