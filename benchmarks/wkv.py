@@ -157,7 +157,7 @@ def _write(rows, args) -> None:
         f"B={args.batch}, C={args.channels}, median of {args.repeats}. Times in ms; ratios > 1 mean "
         "the linear scan is faster. Max error of `bi_wkv` (float32) against the float64 O(T^2) "
         "reference, on the channels that fit memory (nan: none fit). `skipped`: quadratic beyond "
-        f"{args.max_quadratic:.0e} elements of (B,T,T,C) (memory), loop beyond {args.max_loop} tokens.",
+        f"{args.max_quadratic:.1e} elements of (B,T,T,C) (memory), loop beyond {args.max_loop} tokens.",
         "",
         "| H x W | T | pass | linear | quadratic | loop | quadratic/linear | loop/linear | max err vs float64 |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -30,6 +30,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ["bi_wkv", "bi_wkv_reference", "decayed_prefix_sum"]
 
@@ -93,7 +94,7 @@ def _block_sums(w: Tensor, a: Tensor, x: Tensor) -> tuple[LogScaled, LogScaled]:
         terms = b.sub_(b_max[..., None]).exp_().unsqueeze(2) * x
         inclusive = terms.cumsum(dim=-1)
         inner_s = F.pad(inclusive[..., :-1], (1, 0))
-        inner_m = (b_max[..., None] - (pos - 1.0) * w[:, None, None]).clone()
+        inner_m = b_max[..., None] - (pos - 1.0) * w[:, None, None]
         inner_m[..., 0] = float("-inf")  # nothing precedes a block's first token
         return (inner_m, inner_s), (b_max - (steps - 1) * w[:, None], inclusive[..., -1])
     to_end = b - (steps - 1) * w[:, None, None]  # = a_i - (L-1-i) w
@@ -171,6 +172,7 @@ class _BiWKV(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_y: Tensor):
         w, u, k, v, y, log_den, left_m, left_s, right_m, right_s = ctx.saved_tensors
         lam = torch.stack((grad_y, -grad_y * y), dim=2)  # times e^{-log_den}
