@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -22,17 +23,17 @@ def _inputs(steps: int, decay_times_t: float, k_scale: float = 1.0, k_shift: flo
 
 
 def _loop_formula(w, u, k, v):
-    """The paper's formula term by term (float64 Python loops, no stabilisation): tiny cases only."""
-    batch, steps, channels = k.shape
-    out = torch.empty(batch, steps, channels, dtype=torch.float64)
+    """The paper's formula term by term (Python floats, math.exp, no stabilisation): tiny cases."""
+    w, u, k, v = (t.tolist() for t in (w, u, k, v))
+    batch, steps, channels = len(k), len(k[0]), len(k[0][0])
+    out = [[[0.0] * channels for _ in range(steps)] for _ in range(batch)]
     for b, t, c in itertools.product(range(batch), range(steps), range(channels)):
         num = den = 0.0
         for i in range(steps):
-            expo = (u[c] + k[b, t, c]) if i == t else (-(abs(t - i) - 1) * w[c] + k[b, i, c])
-            weight = torch.exp(expo.double())
-            num, den = num + weight * v[b, i, c], den + weight
-        out[b, t, c] = num / den
-    return out
+            expo = u[c] + k[b][t][c] if i == t else -(abs(t - i) - 1) * w[c] + k[b][i][c]
+            num, den = num + math.exp(expo) * v[b][i][c], den + math.exp(expo)
+        out[b][t][c] = num / den
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def test_reference_matches_term_by_term_formula():
