@@ -48,6 +48,7 @@ def test_single_token_returns_value():
 
 CASES = [
     # steps, |w| * T, k scale, k shift, chunk
+    (1, 1.0, 1.0, 0.0, DEFAULT_CHUNK),  # single token: y = v, only dv is nonzero
     (2, 1.0, 1.0, 0.0, DEFAULT_CHUNK),
     (16, 5.0, 1.0, 0.0, DEFAULT_CHUNK),  # exactly one chunk
     (17, 5.0, 1.0, 0.0, DEFAULT_CHUNK),  # one token past the chunk
