@@ -68,3 +68,16 @@ def test_precond_norm_hand_computed_from_state_with_coupled_decay():
     assert np.isnan(stats.precond_norm[stats.losses.index("aux"), column])  # absent stays absent
     table = probe.precond_table()
     assert table.column == "precond_norm" and "precond_norm" in probe.records.columns
+
+
+def test_precond_norm_is_unscaled_under_grad_scaler():
+    """The same Adam state and batch give the same norms with and without loss scaling."""
+    norms = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)):
+        case = make_mlp_case()
+        optimizer = torch.optim.AdamW(case.model.parameters(), lr=1e-2)
+        train(case, optimizer, GradientProbe(case.model, case.groups), 2)  # identical state in both runs
+        probe = GradientProbe(case.model, case.groups, optimizer=optimizer, scaler=scaler)
+        optimizer.zero_grad(set_to_none=True)
+        norms.append(probe.backward(case.losses(), case.weights).precond_norm)
+    np.testing.assert_allclose(norms[1], norms[0], rtol=1e-9)
