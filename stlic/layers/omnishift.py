@@ -5,8 +5,10 @@
 (Yang et al., "Restore-RWKV", 2024; Feng et al., "Linear Attention Modeling for Learned Image
 Compression", CVPR 2025, Sec. 3). All four branches are linear and depthwise, so for inference
 they fold into ONE depthwise 5x5 convolution whose kernel is the alpha-weighted sum of the
-zero-padded kernels (identity = a centred one). ``reparameterise()`` builds that kernel; it is
-used in eval mode and dropped again by ``train()``.
+zero-padded kernels (identity = a centred one). Training runs that single convolution too,
+with the kernel rebuilt differentiably from the branch weights at every call (same function,
+one conv instead of three); ``reparameterise()`` caches the kernel for eval mode and
+``train()`` drops the cache.
 """
 from __future__ import annotations
 
@@ -59,9 +61,10 @@ class OmniShift(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.dim:
-            raise ValueError(f"OmniShift({self.dim}) expects (B, {self.dim}, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"OmniShift({self.dim}) expects (B, {self.dim}, H, W), "
+                             f"got {tuple(x.shape)}")
         if self._fused_weight is not None and not self.training:
             weight = self._fused_weight.to(device=x.device, dtype=x.dtype)
-            return F.conv2d(x, weight, padding=_KERNEL // 2, groups=self.dim)
-        a0, a1, a2, a3 = self.alpha
-        return a0 * x + a1 * self.conv1x1(x) + a2 * self.conv3x3(x) + a3 * self.conv5x5(x)
+        else:  # one 5x5 conv with the differentiable folded kernel: cheaper than four branches
+            weight = self.fused_weight()
+        return F.conv2d(x, weight, padding=_KERNEL // 2, groups=self.dim)
