@@ -74,9 +74,15 @@ def _report(run: ProbeRun, window: Optional[int], write: bool) -> None:
             save_plots(run.records, table, run.path, prefix="precond_" if precond else "")
 
 
+def _window(args: argparse.Namespace, run: ProbeRun) -> Optional[int]:
+    """--window, else the window the run was probed with (None: all probed steps)."""
+    return args.window or run.metadata.get("window")
+
+
 def _table(args: argparse.Namespace) -> int:
     run = ProbeRun.load(args.run)
-    tables = [run.table(args.window)] + ([run.table(args.window, precond=True)] if run.has_precond else [])
+    window = _window(args, run)
+    tables = [run.table(window)] + ([run.table(window, precond=True)] if run.has_precond else [])
     for table in tables:
         render = {"md": table.to_markdown, "latex": table.to_latex, "csv": table.to_csv}[args.format]
         print(f"# {table.column}, {len(table.steps)} probed steps\n{render()}\n")
@@ -96,7 +102,7 @@ def _parse_fixed(items: list[str]) -> dict:
 
 def _derive(args: argparse.Namespace) -> int:
     run = ProbeRun.load(args.run)
-    table = run.table(args.window, precond=args.precond)
+    table = run.table(_window(args, run), precond=args.precond)
     target = args.target if args.target == "equal" else load_yaml_mapping(args.target)
     base = loss_weight_block(load_yaml_mapping(args.base), args.block, source=args.base)
     current = {}
@@ -124,7 +130,8 @@ def _derive(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    _report(ProbeRun.load(args.run), args.window, write=True)
+    run = ProbeRun.load(args.run)
+    _report(run, _window(args, run), write=True)
     print(f"figures written to {args.run}")
     return 0
 
