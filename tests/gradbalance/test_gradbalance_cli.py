@@ -1,4 +1,4 @@
-"""End to end: ``python -m gradbalance probe`` on the example target, then table / derive / plot.
+"""End to end (gradbalance/cli.py): ``python -m gradbalance probe`` on the example target, then table / derive / plot.
 
 The probe runs in a subprocess (a fresh interpreter importing torch and drawing six figures), so
 the tests that use its run directory are marked slow.
