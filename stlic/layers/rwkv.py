@@ -34,7 +34,8 @@ def tokens_to_map(tokens: Tensor, height: int, width: int) -> Tensor:
 
 def _check_map(x: Tensor, dim: int, owner: str) -> None:
     if x.dim() != 4 or x.shape[1] != dim:
-        raise ValueError(f"{owner}(dim={dim}) expects a (B, {dim}, H, W) map, got shape {tuple(x.shape)}")
+        raise ValueError(f"{owner}(dim={dim}) expects a (B, {dim}, H, W) map, "
+                         f"got shape {tuple(x.shape)}")
 
 
 class _ShiftedTokenMixer(nn.Module):

@@ -196,7 +196,8 @@ def _check_inputs(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> None:
     channels = k.shape[-1]
     for name, param in (("w", w), ("u", u)):
         if param.shape != (channels,):
-            raise ValueError(f"bi_wkv expects {name} of shape (C,) = ({channels},); got {tuple(param.shape)}")
+            raise ValueError(f"bi_wkv expects {name} of shape (C,) = ({channels},); "
+                             f"got {tuple(param.shape)}")
     if k.shape[1] == 0:
         raise ValueError("bi_wkv needs at least one token (T >= 1)")
 
