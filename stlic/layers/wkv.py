@@ -119,6 +119,9 @@ def decayed_prefix_sum(w: Tensor, a: Tensor, x: Tensor, chunk: int = DEFAULT_CHU
     """
     if chunk < 2:
         raise ValueError(f"chunk must be >= 2, got {chunk}")
+    if a.dtype not in _FACTORISED_MAX_SPREAD or x.dtype != a.dtype or w.dtype != a.dtype:
+        raise ValueError(f"decayed_prefix_sum needs w, a, x all float32 or all float64; got "
+                         f"{w.dtype}, {a.dtype}, {x.dtype}")
     batch, channels, steps = a.shape
     features = x.shape[2]
     if steps <= chunk:

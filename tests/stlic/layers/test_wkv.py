@@ -146,3 +146,9 @@ def test_bad_chunk_raises():
     w, u, k, v = _inputs(5, 1.0)
     with pytest.raises(ValueError, match="chunk"):
         bi_wkv(w, u, k, v, chunk=1)
+
+
+def test_decayed_prefix_sum_rejects_low_precision():
+    a = torch.zeros(1, 2, 5, dtype=torch.float16)
+    with pytest.raises(ValueError, match="float32 or all float64"):
+        decayed_prefix_sum(torch.zeros(2, dtype=torch.float16), a, torch.zeros(1, 2, 1, 5, dtype=torch.float16))
