@@ -35,6 +35,11 @@ class OmniShift(nn.Module):
         self.conv5x5 = nn.Conv2d(dim, dim, 5, padding=2, groups=dim, bias=False)
         self.alpha = nn.Parameter(torch.randn(4))  # identity, 1x1, 3x3, 5x5; N(0,1) as in LALIC
         self._fused_weight: Tensor | None = None  # not a buffer: never enters the state_dict
+        self.register_load_state_dict_post_hook(OmniShift._drop_fused_weight)
+
+    @staticmethod
+    def _drop_fused_weight(module: "OmniShift", incompatible_keys) -> None:
+        module._fused_weight = None  # new weights: a cached kernel would be stale
 
     def fused_weight(self) -> Tensor:
         """The single depthwise 5x5 kernel (C, 1, 5, 5) equal to the four branches."""
@@ -50,7 +55,8 @@ class OmniShift(nn.Module):
 
     @torch.no_grad()
     def reparameterise(self) -> "OmniShift":
-        """Fold the branches into one 5x5 depthwise kernel used while in eval mode."""
+        """Cache the folded 5x5 kernel for eval mode (dropped by ``train()`` and by loading a
+        state_dict; call again after editing weights in place while in eval mode)."""
         self._fused_weight = self.fused_weight().detach().clone()
         return self
 

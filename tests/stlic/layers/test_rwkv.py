@@ -54,6 +54,14 @@ def test_omnishift_train_drops_stale_fused_kernel():
     torch.testing.assert_close(shift(x), expected)
 
 
+def test_omnishift_loading_weights_drops_cached_kernel():
+    shift = _randomise(OmniShift(4)).eval().reparameterise()
+    other = _randomise(OmniShift(4), seed=1).eval()
+    shift.load_state_dict(other.state_dict())
+    x = torch.randn(1, 4, 6, 6)
+    torch.testing.assert_close(shift(x), other(x))
+
+
 @pytest.mark.parametrize("size", [(8, 8), (5, 7), (1, 1)])
 def test_block_keeps_shape_and_every_parameter_gets_gradient(size):
     block = BiRWKVBlock(8, hidden_rate=2)
