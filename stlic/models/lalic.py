@@ -82,7 +82,7 @@ class LALIC(nn.Module):
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         if self.training:
-            medians = self._z_medians()
+            medians = self.z_medians()
             z_hat = quantize_ste(z - medians) + medians
         y_hat, y_likelihoods = self.entropy_model(y, self.h_s(z_hat), level)
         return LALICOutput(self.g_s(y_hat), {"y": y_likelihoods, "z": z_likelihoods}, y_hat)
@@ -97,7 +97,8 @@ class LALIC(nn.Module):
         return self.entropy_model.update(force=force) or updated
 
     # -- deterministic inference and coding, one (1, 3, H, W) image at a time -----------------
-    def _z_medians(self) -> Tensor:
+    def z_medians(self) -> Tensor:
+        """(1, Z, 1, 1) medians of the EntropyBottleneck: z is quantised as round(z - med) + med."""
         return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
 
     def _analyse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -107,7 +108,7 @@ class LALIC(nn.Module):
             raise ValueError(f"the coding path takes one image at a time, got batch {x.shape[0]}")
         y = self.g_a(x)
         z = self.h_a(y)
-        medians = self._z_medians()
+        medians = self.z_medians()
         z_hat = self.entropy_bottleneck.dequantize(self.entropy_bottleneck.quantize(z, "symbols", medians), medians)
         return y, z, z_hat
 

@@ -31,14 +31,14 @@ def test_forward_shapes_and_likelihood_ranges(tiny_model, photo_crop):
         assert torch.all(likelihood > 0) and torch.all(likelihood <= 1)
 
 
-def test_eval_likelihoods_match_float64_qvrf_gaussian(tiny_model, photo_crop):
+def test_eval_likelihoods_match_float64_qvrf_gaussian(lean_model, photo_crop):
     """p(y) = N(0, (sigma a)^2) * U at round((y - mu) a), and y_hat = round((y - mu) a) / a + mu."""
     x = photo_crop(64, 64)
-    main, level = tiny_model.main, 2.5
+    main, level = lean_model.main, 2.5
     with torch.no_grad():
         out = main(x, level)
         y = main.g_a(x)
-        z_hat = main.entropy_bottleneck.quantize(main.h_a(y), "dequantize", main._z_medians())
+        z_hat = main.entropy_bottleneck.quantize(main.h_a(y), "dequantize", main.z_medians())
         gain = main.entropy_model.gain(level)
         groups = tuple(y.split(main.entropy_model.groups, dim=1))
         _, scales, means = main.entropy_model.run(main.h_s(z_hat), RoundingQuantizer(groups, gain))

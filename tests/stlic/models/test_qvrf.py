@@ -44,16 +44,16 @@ def test_out_of_range_level_raises(level):
         QuantGain((0.5, 1.0, 2.0, 8.0))(level)
 
 
-def test_rate_decreases_with_level_on_a_fixed_model(tiny_model, photo_crop):
+def test_rate_decreases_with_level_on_a_fixed_model(lean_model, photo_crop):
     """Coded size and likelihood estimate both fall monotonically from level 0 to the last."""
     x = photo_crop(64, 64)
     sizes, estimates = [], []
     last = PRESETS["tiny"].n_levels - 1
     for level in (0.0, last / 2, float(last)):
         with torch.no_grad():
-            out = tiny_model(x, level)
+            out = lean_model(x, level)
         estimates.append(sum(-torch.log2(l).sum().item() for l in out.likelihoods.values()))
-        sizes.append(len(tiny_model.compress(x, level).strings[0][0]))
+        sizes.append(len(lean_model.compress(x, level).strings[0][0]))
     assert all(b < a for a, b in zip(estimates, estimates[1:])), estimates
     assert all(b <= a for a, b in zip(sizes, sizes[1:])), sizes
     assert sizes[-1] < sizes[0]

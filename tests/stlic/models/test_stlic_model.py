@@ -45,14 +45,14 @@ def test_forward_routes_losses_to_both_groups(photo_crop):
         model(torch.rand(1, 3, 64, 96))
 
 
-def test_state_dict_round_trip_after_update(tiny_model, photo_crop):
+def test_state_dict_round_trip_after_update(lean_model, photo_crop):
     """A checkpoint saved after update() loads into a fresh model and decodes identically."""
     buffer = io.BytesIO()
-    torch.save(tiny_model.state_dict(), buffer)
+    torch.save(lean_model.state_dict(), buffer)
     buffer.seek(0)
-    fresh = STLIC("tiny").eval()
+    fresh = STLIC(lean_model.config).eval()
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     x = photo_crop(64, 64)
-    code = tiny_model.compress(x, 1.0)
+    code = lean_model.compress(x, 1.0)
     decoded = fresh.decompress(code.strings, code.shape, code.level, code.original_size)
-    assert torch.equal(decoded.x_hat, tiny_model.reconstruct(x, 1.0).x_hat)
+    assert torch.equal(decoded.x_hat, lean_model.reconstruct(x, 1.0).x_hat)
