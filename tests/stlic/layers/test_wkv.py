@@ -50,8 +50,8 @@ CASES = [
     # steps, |w| * T, k scale, k shift, chunk
     (1, 1.0, 1.0, 0.0, DEFAULT_CHUNK),  # single token: y = v, only dv is nonzero
     (2, 1.0, 1.0, 0.0, DEFAULT_CHUNK),
-    (16, 5.0, 1.0, 0.0, DEFAULT_CHUNK),  # exactly one chunk
-    (17, 5.0, 1.0, 0.0, DEFAULT_CHUNK),  # one token past the chunk
+    (16, 5.0, 1.0, 0.0, 16),  # exactly one chunk
+    (17, 5.0, 1.0, 0.0, 16),  # one token past the chunk
     (61, 60.0, 1.0, 0.0, 4),  # several recursion levels, T not a multiple of the chunk
     (61, -60.0, 1.0, 0.0, 4),  # negative decay: far tokens dominate
     (100, 500.0, 1.0, 0.0, 8),
