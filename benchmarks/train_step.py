@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -85,7 +86,9 @@ def main() -> int:
 
 def write_report(rows: list[dict], ratios: dict) -> None:
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}"
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, python {platform.python_version()}, "
+               f"load average {load} when written (other jobs share the cores: absolute times are inflated)")
     (REPORT_DIR / "train_step.json").write_text(json.dumps({"machine": machine, "rows": rows, "ratios": ratios},
                                                            indent=2))
     lines = ["# STLICSolver.run_step: time and peak memory", "",

@@ -45,10 +45,10 @@ def find_images(sources: Sequence[str | Path]) -> list[Path]:
 
 
 def _is_image(path: Path) -> bool:
+    """PIL identifies the file from its header (cheap: pixels are decoded on first use)."""
     try:
-        with Image.open(path) as image:
-            image.verify()
-        return True
+        with Image.open(path):
+            return True
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         warnings.warn(f"skipping {str(path)!r}: not a readable image", stacklevel=3)
         return False

@@ -62,7 +62,7 @@ def wrap_ddp(module: nn.Module, context: DistributedContext, ignore: Iterable[st
     if ignored:
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ignored)
     device_ids = [context.local_rank] if next(module.parameters()).is_cuda else None
-    return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=True)
+    return DistributedDataParallel(module, device_ids=device_ids)
 
 
 def all_reduce_grads(parameters: Iterable[nn.Parameter], context: DistributedContext) -> None:

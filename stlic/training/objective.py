@@ -41,11 +41,14 @@ class STLICObjective(nn.Module):
         self.adversarial = adversarial
 
     def forward(self, x: Tensor, output) -> dict[str, Tensor]:
-        """Unweighted losses of one forward pass ``output`` (an STLICOutput) of batch ``x``."""
+        """Unweighted losses of one forward pass ``output`` (an STLICOutput) of batch ``x``.
+
+        Computed in float32 even when the forward ran under bf16 / fp16 autocast.
+        """
         x_hat, x_refined = output.x_hat.float(), output.x_refined.float()
         num_pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
         return {
-            "rate": self.rate(output.likelihoods, num_pixels),
+            "rate": self.rate({k: v.float() for k, v in output.likelihoods.items()}, num_pixels),
             "l2": F.mse_loss(x_hat, x),
             "l1": F.l1_loss(x_hat, x),
             "lpips": self.lpips(x_refined, x),

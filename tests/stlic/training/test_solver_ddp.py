@@ -69,6 +69,10 @@ def test_two_ranks_match_one_process_on_the_combined_batch(tmp_path, monkeypatch
         assert distributed["losses"][name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
     assert distributed["disc_loss"] == pytest.approx(single["disc_loss"], rel=1e-5)
     assert distributed["grads"].keys() == single["grads"].keys()
-    for name, grad in single["grads"].items():
-        scale = float(grad.abs().max()) + 1e-12
-        torch.testing.assert_close(distributed["grads"][name], grad, rtol=1e-3, atol=1e-4 * scale, msg=name)
+    # float32 sums over a batch of 2 vs two batches of 1 differ in rounding only: compare each
+    # tensor to within 1e-5 of the largest gradient entry of its network
+    for network in ("model.", "disc."):
+        grads = {n: g for n, g in single["grads"].items() if n.startswith(network)}
+        scale = max(float(g.abs().max()) for g in grads.values())
+        for name, grad in grads.items():
+            torch.testing.assert_close(distributed["grads"][name], grad, rtol=1e-3, atol=1e-5 * scale, msg=name)
