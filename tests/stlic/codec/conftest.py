@@ -6,7 +6,7 @@ from stlic.models import STLIC
 
 #: the untrained tiny analysis transform outputs a near-zero latent (almost nothing to code);
 #: scaling its last conv makes the rate depend on the level, as for a trained model
-LATENT_GAIN = 4.0
+LATENT_GAIN = 2.0
 
 
 def make_coding_model(seed: int = 0) -> STLIC:

@@ -36,11 +36,13 @@ def test_file_rate_matches_likelihood_estimate(coding_model, photo, encoded):
     """bits(file) = -sum log2 p(y_hat, z_hat) within 1%, plus header/checksum and one 8-byte
     rANS flush per string (CompressAI's 64-bit rANS state).
 
-    (For this untrained model the y estimate alone is ~10% above its string: symbols far in the
-    tails get the likelihood floor 1e-9 in the estimate but cheaper escape codes in rANS.)"""
+    The estimate floors each likelihood at 1e-9 while rANS escape-codes far-tail symbols more
+    cheaply, so the comparison is only exact when no symbol sits in the far tail (checked first).
+    """
     container = parse_container(encoded)
     with torch.no_grad():
         out = coding_model(pad_to_multiple(photo[None]), container.level)
+    assert out.likelihoods["y"].min() > 1e-6, "fixture latent has far-tail symbols: lower LATENT_GAIN"
     estimate_bytes = sum(-likelihoods.log2().sum().item() for likelihoods in out.likelihoods.values()) / 8
     overhead = header_size(container) + 8 * 2
     assert container.payload_bytes > 200  # enough symbols for the comparison to mean something
