@@ -32,8 +32,10 @@ def clip_and_check_gradients(named_parameters: Iterable[tuple[str, nn.Parameter]
     Raises :class:`NonFiniteLossError` naming the first parameter whose gradient is not finite.
     """
     named = [(name, p) for name, p in named_parameters if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_([p for _, p in named], max_norm if max_norm else math.inf)
-    if not torch.isfinite(norm):
+    norm = torch.nn.utils.get_total_norm([p.grad for _, p in named])
+    if not torch.isfinite(norm):  # checked before clipping, which would spread the NaN to every grad
         culprit = next((name for name, p in named if not torch.isfinite(p.grad).all()), "?")
         raise NonFiniteLossError(f"gradient of parameter {culprit!r} is not finite at step {step}")
+    if max_norm:
+        torch.nn.utils.clip_grads_with_norm_([p for _, p in named], max_norm, norm)
     return float(norm)

@@ -52,7 +52,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow  # two processes each build the tiny model and its perceptual losses (~60 s)
 def test_two_ranks_match_one_process_on_the_combined_batch(tmp_path, monkeypatch):
     photos = write_photos(tmp_path / "photos", count=2)
     dataset = ImageFolder([photos], patch_size=64)

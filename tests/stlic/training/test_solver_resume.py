@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
 import torch
+import yaml
 
 from conftest import fast_config
 from stlic.checkpoints import load_model_checkpoint
@@ -15,7 +15,6 @@ from stlic.training.objective import STLICObjective
 from stlic.training.solver import STLICSolver
 
 
-@pytest.mark.slow  # nine training steps of the tiny model (~40 s on 2 cores)
 def test_resume_continues_exactly(tmp_path, photos):
     config = fast_config(checkpoint_every=3, schedule={"stages": [{"patch_size": 64, "steps": 2},
                                                                   {"patch_size": 64, "steps": 10}]})
@@ -38,12 +37,9 @@ def test_resume_continues_exactly(tmp_path, photos):
     assert state["step"] == 6 and state["data_stream"] == [1, 4]
 
 
-@pytest.mark.slow  # two steps through the CLI (~20 s idle, more on a loaded machine)
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, photos, monkeypatch, capsys):
     config = fast_config(checkpoint_every=2)
     config_path = tmp_path / "config.yaml"
-    import yaml
-
     config_path.write_text(yaml.safe_dump(config.to_dict()))
     original = STLICObjective.weights
     calls = []
@@ -66,7 +62,6 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, photos,
     assert [r["step"] for r in read_log(run)] == [1, 2]
 
 
-@pytest.mark.slow  # two CLI runs of one step each
 def test_train_command_exports_a_loadable_model(tmp_path, photos):
     run = tmp_path / "run"
     assert stlic_main(["train", "--config", "stlic_tiny", "--data", str(photos), "--out", str(run),

@@ -32,7 +32,6 @@ def _grad_norms(loss, modules):
     return norms
 
 
-@pytest.mark.slow  # six separate backward passes (~30 s on 2 cores)
 def test_refiner_gets_only_perceptual_gradients(solver):
     model = solver.model
     seen = {}
@@ -97,3 +96,20 @@ def test_adversarial_warmup_skips_the_discriminator(tmp_path):
     assert out.weights["adversarial"] == 0 and out.disc_loss is None and out.d_real is None
     after = list(solver.adversarial.discriminator.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_step_matches_fp32_losses(tmp_path, precision):
+    from conftest import write_photos
+
+    photos = write_photos(tmp_path / "p")
+    reference = STLICSolver(fast_config(), data=[photos])
+    batch = reference.next_batch()
+    fp32 = reference.run_step(batch)
+    mixed = STLICSolver(fast_config(precision=precision), data=[photos])
+    out = mixed.run_step(batch)
+    assert out.lambda_rate == fp32.lambda_rate  # same seed, same draw
+    for name in ("rate", "l2", "l1", "lpips"):
+        assert out.losses[name] == pytest.approx(fp32.losses[name], rel=0.05), name
+    assert mixed.scaler.is_enabled() == (precision == "fp16")
+    assert "scale" in mixed.state_dict()["scaler"] or precision == "bf16"
