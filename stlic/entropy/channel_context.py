@@ -33,7 +33,7 @@ from stlic.entropy.latent_coders import (
 )
 from stlic.entropy.param_aggregation import ParameterAggregation
 from stlic.entropy.qvrf import QuantGain
-from stlic.layers.checkerboard import PASSES, CheckerboardMaskedConv2d, checkerboard_mask
+from stlic.layers.checkerboard import ANCHOR, PASSES, CheckerboardMaskedConv2d, checkerboard_mask
 from stlic.layers.rwkv import BiRWKVBlock
 
 #: CompressAI's default Gaussian scale table: 64 log-spaced scales in [0.11, 256]
@@ -112,10 +112,10 @@ class SCCTXEntropyModel(nn.Module):
             y_hat_k = hyper.new_zeros(batch, size, height, width)
             scales_k = torch.zeros_like(y_hat_k)
             means_k = torch.zeros_like(y_hat_k)
-            for mask in masks:
-                if mask is masks[0]:
+            for step, mask in zip(PASSES, masks):
+                if step == ANCHOR:  # anchors see no spatial context
                     spatial = hyper.new_zeros(batch, 2 * size, height, width)
-                else:
+                else:  # non-anchors see the anchors of this group decoded so far
                     spatial = self.spatial_context[k](y_hat_k)
                 params = self.param_aggregation[k](torch.cat([spatial, *side], dim=1))
                 scales, means = params.chunk(2, dim=1)

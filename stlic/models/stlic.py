@@ -11,6 +11,7 @@ size: the batch is padded on the right and bottom by edge replication to a multi
 outputs are cropped back. Gradient-probing groups: ``model.main`` and ``model.refiner``.
 
 Example:
+    >>> import torch
     >>> model = STLIC("tiny").eval(); _ = model.update()
     >>> x = torch.rand(1, 3, 40, 56)
     >>> c = model.compress(x, level=1.5)
