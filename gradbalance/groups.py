@@ -19,6 +19,9 @@ from typing import Union
 
 from torch import nn
 
+#: name of the group of trainable parameters that no spec claims (non-strict partitions)
+OTHER = "other"
+
 GroupSpec = Union[nn.Module, str, "re.Pattern[str]", Iterable[nn.Parameter], Iterable[str]]
 
 
@@ -83,14 +86,15 @@ def _select(name: str, spec: GroupSpec, named: dict[int, tuple[str, nn.Parameter
 
 
 def partition_parameters(
-    model: nn.Module, groups: Mapping[str, GroupSpec], *, strict: bool = True,
+    model: nn.Module, groups: Mapping[str, GroupSpec], *, strict: bool = False,
     ignore: Iterable[nn.Parameter] = (),
 ) -> ParameterGroups:
     """Resolve group specs into a disjoint :class:`ParameterGroups`.
 
-    With ``strict=True`` every trainable parameter of ``model`` must belong to a group or be listed
-    in ``ignore`` (e.g. entropy-bottleneck quantiles trained by an aux loss); with ``strict=False``
-    any may be ungrouped. Ungrouped parameters still receive their gradient but are not measured.
+    Trainable parameters in no group and not listed in ``ignore`` form the extra group
+    ``other`` (:data:`OTHER`), measured like any group; with ``strict=True`` they are an error
+    instead. ``ignore`` lists parameters deliberately left unmeasured (e.g. entropy-bottleneck
+    quantiles trained by an aux loss); they still receive their gradient.
     """
     if not groups:
         raise ValueError("at least one parameter group is required")
@@ -112,11 +116,16 @@ def partition_parameters(
     ungrouped = [pid for pid, (_, p) in named.items() if p.requires_grad and pid not in owner]
     ignored = {id(p) for p in ignore}
     unexpected = [pid for pid in ungrouped if pid not in ignored]
+    if unexpected and OTHER in groups:
+        raise ValueError(f"group name {OTHER!r} is reserved for the parameters in no group")
     if strict and unexpected:
         listed = ", ".join(named[pid][0] for pid in unexpected[:5])
         raise ValueError(f"{len(unexpected)} trainable parameter(s) belong to no group ({listed}"
                          f"{', ...' if len(unexpected) > 5 else ''}); add a group, list them in ignore, "
                          "or pass strict=False")
+    if unexpected:
+        members[OTHER] = unexpected
+        ungrouped = [pid for pid in ungrouped if pid in ignored]
     order: list[int] = []
     slices: dict[str, slice] = {}
     for name, ids in members.items():
@@ -124,7 +133,7 @@ def partition_parameters(
         order.extend(ids)
     order.extend(ungrouped)
     return ParameterGroups(
-        names=tuple(groups),
+        names=tuple(members),
         params=tuple(named[pid][1] for pid in order),
         param_names=tuple(named[pid][0] for pid in order),
         slices=slices,

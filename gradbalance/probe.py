@@ -48,8 +48,9 @@ class GradientProbe:
         scaler: a ``torch.amp.GradScaler``: losses are scaled before differentiation (so ``.grad``
             is scaled, as ``scaler.step`` expects) and norms are divided by ``scaler.get_scale()``.
         cosine: also record the pairwise cosine between the losses' gradients in each group.
-        strict: every trainable parameter must belong to a group or to ``ignore`` (parameters
-            deliberately left unmeasured, e.g. aux-trained quantiles; they still get ``.grad``).
+        strict: every trainable parameter must belong to a group or to ``ignore``; by default the
+            others are measured as group ``other``. ``ignore`` parameters are deliberately left
+            unmeasured (e.g. aux-trained quantiles) and still get ``.grad``.
 
     Only parameters of ``model`` receive gradients on probed steps; other leaves (e.g. a
     discriminator the generator loss flows through) are left untouched. Under torch.distributed the
@@ -60,7 +61,7 @@ class GradientProbe:
     def __init__(self, model: nn.Module, groups: Mapping[str, GroupSpec], *,
                  loss_order: Optional[Sequence[str]] = None, every: int = 1,
                  optimizer: Optional[torch.optim.Optimizer] = None, scaler: Optional[object] = None,
-                 cosine: bool = False, strict: bool = True, ignore: Iterable[nn.Parameter] = ()) -> None:
+                 cosine: bool = False, strict: bool = False, ignore: Iterable[nn.Parameter] = ()) -> None:
         if every < 1:
             raise ValueError(f"every must be a positive integer, got {every}")
         self.partition: ParameterGroups = partition_parameters(model, groups, strict=strict, ignore=ignore)

@@ -37,18 +37,23 @@ def test_overlapping_groups_are_an_error():
         partition_parameters(model, {"a": model["enc"], "b": r"^enc\.1\.", "c": model["dec"]})
 
 
-def test_strict_requires_every_trainable_parameter_grouped():
+def test_ungrouped_parameters_form_group_other_unless_strict():
     model = make_model()
+    loose = partition_parameters(model, {"enc": model["enc"]})
+    assert loose.names == ("enc", "other") and loose.n_grouped == 6
+    assert [n for n in loose.param_names[loose.slices["other"]]] == ["dec.weight", "dec.bias"]
     with pytest.raises(ValueError, match="2 trainable parameter.*dec.weight"):
-        partition_parameters(model, {"enc": model["enc"]})
-    ignored = partition_parameters(model, {"enc": model["enc"]}, ignore=model["dec"].parameters())
+        partition_parameters(model, {"enc": model["enc"]}, strict=True)
+    ignored = partition_parameters(model, {"enc": model["enc"]}, ignore=model["dec"].parameters(), strict=True)
     assert ignored.names == ("enc",) and len(ignored.params) == 6  # ignored: unmeasured, still trained
     with pytest.raises(ValueError, match="1 trainable parameter.*dec.bias"):
-        partition_parameters(model, {"enc": model["enc"]}, ignore=[model["dec"].weight])
-    loose = partition_parameters(model, {"enc": model["enc"]}, strict=False)
-    assert loose.n_grouped == 4 and len(loose.params) == 6  # ungrouped ones still receive .grad
+        partition_parameters(model, {"enc": model["enc"]}, ignore=[model["dec"].weight], strict=True)
+    partial = partition_parameters(model, {"enc": model["enc"]}, ignore=[model["dec"].weight])
+    assert partial.group_params("other") == (model["dec"].bias,) and len(partial.params) == 6
+    with pytest.raises(ValueError, match="'other' is reserved"):
+        partition_parameters(model, {"other": model["enc"]})
     model["dec"].requires_grad_(False)
-    assert partition_parameters(model, {"enc": model["enc"]}).n_grouped == 4  # frozen: not required
+    assert partition_parameters(model, {"enc": model["enc"]}, strict=True).n_grouped == 4  # frozen: not required
 
 
 def test_frozen_parameters_left_out_and_bad_specs_named():
