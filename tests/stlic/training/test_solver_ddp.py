@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 from compressai.entropy_models import EntropyModel
 
-from conftest import fast_config, write_photos
+from stlic_training_helpers import fast_config, write_photos
 from stlic.training.config import TrainConfig
 from stlic.training.data import ImageFolder
 from stlic.training.distributed import init_distributed

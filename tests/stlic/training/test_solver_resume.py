@@ -6,7 +6,7 @@ import shutil
 import torch
 import yaml
 
-from conftest import fast_config
+from stlic_training_helpers import fast_config
 from stlic.checkpoints import load_model_checkpoint
 from stlic.cli import main as stlic_main
 from stlic.training.checkpoint import load_checkpoint

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import fast_config
+from stlic_training_helpers import fast_config
 from stlic.training.config import LOSS_NAMES
 from stlic.training.objective import weighted_total
 from stlic.training.solver import STLICSolver
@@ -14,7 +14,7 @@ from stlic.training.solver import STLICSolver
 
 @pytest.fixture(scope="module")
 def solver(tmp_path_factory):
-    from conftest import write_photos
+    from stlic_training_helpers import write_photos
 
     photos = write_photos(tmp_path_factory.mktemp("step") / "photos")
     return STLICSolver(fast_config(), data=[photos])
@@ -88,7 +88,7 @@ def test_parameter_groups(solver):
 
 
 def test_adversarial_warmup_skips_the_discriminator(tmp_path):
-    from conftest import write_photos
+    from stlic_training_helpers import write_photos
 
     solver = STLICSolver(fast_config(schedule={"adversarial_start": 5}), data=[write_photos(tmp_path / "p")])
     before = [p.detach().clone() for p in solver.adversarial.discriminator.parameters()]
@@ -100,7 +100,7 @@ def test_adversarial_warmup_skips_the_discriminator(tmp_path):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_step_matches_fp32_losses(tmp_path, precision):
-    from conftest import write_photos
+    from stlic_training_helpers import write_photos
 
     photos = write_photos(tmp_path / "p")
     reference = STLICSolver(fast_config(), data=[photos])

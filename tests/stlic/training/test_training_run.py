@@ -6,7 +6,7 @@ import statistics
 import pytest
 from PIL import Image
 
-from conftest import fast_config
+from stlic_training_helpers import fast_config
 from stlic.paths import shared_data
 from stlic.training.logging import read_log
 from stlic.training.solver import STLICSolver
