@@ -85,6 +85,12 @@ def test_consistent_container_that_does_not_fit_the_model_is_refused(coding_mode
         decompress_image(coding_model, _rewrap(encoded, **changes))
 
 
+def test_every_truncation_of_a_real_file_is_refused_before_decoding(coding_model, encoded):
+    for end in range(len(encoded)):
+        with pytest.raises(BitstreamError, match="truncated"):
+            decompress_image(coding_model, encoded[:end])
+
+
 def test_corrupted_file_never_reaches_the_decoder(coding_model, encoded):
     corrupted = bytearray(encoded)
     corrupted[len(corrupted) // 2] ^= 0x10
