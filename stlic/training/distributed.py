@@ -88,6 +88,15 @@ def average_gradients_in_backward(module: nn.Module, context: DistributedContext
             parameter.register_post_accumulate_grad_hook(lambda p: all_reduce_grads([p], context))
 
 
+def any_rank(flag: bool, context: DistributedContext, device: str | torch.device = "cpu") -> bool:
+    """True on every rank when ``flag`` is True on at least one (so all ranks stop together)."""
+    if not context.enabled:
+        return flag
+    packed = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(packed, op=dist.ReduceOp.MAX)
+    return bool(packed.item() > 0)
+
+
 def all_reduce_mean(values: Mapping[str, float], context: DistributedContext,
                     device: str | torch.device = "cpu") -> dict[str, float]:
     """Mean over ranks of scalar ``values`` (identity when not distributed)."""

@@ -23,10 +23,10 @@ from stlic.training.checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_
                                        save_atomic, seed_everything)
 from stlic.training.config import LOSS_NAMES, TrainConfig
 from stlic.training.data import ImageFolder, ResumableSampler, default_data_sources, make_loader
-from stlic.training.distributed import (DistributedContext, all_reduce_grads, all_reduce_mean,
+from stlic.training.distributed import (DistributedContext, all_reduce_grads, all_reduce_mean, any_rank,
                                        average_gradients_in_backward, wrap_ddp)
 from stlic.training.logging import RunLogger
-from stlic.training.finite import check_finite_losses, clip_and_check_gradients
+from stlic.training.finite import NonFiniteLossError, check_finite_losses, clip_and_check_gradients
 from stlic.training.objective import STLICObjective, weighted_total
 from stlic.training.outputs import StepOutput
 from stlic.training.schedule import learning_rate, sample_rate_lambda, stage_at
@@ -105,7 +105,7 @@ class STLICSolver:
             output = self.network(x, level=level)
         losses = self.objective(x, output)
         weights = self.objective.weights(lambda_rate, adversarial_on)
-        check_finite_losses(losses, weights, step + 1)  # 1-based, as in the logs
+        self._check_losses(losses, weights, step + 1)  # 1-based, as in the logs
 
         self.optimizer.zero_grad(set_to_none=True)
         (backward or self._default_backward)(losses, weights)
@@ -130,6 +130,16 @@ class STLICSolver:
             bpp=mean_losses["rate"], psnr_decoded=scalars["psnr_decoded"], psnr_refined=scalars["psnr_refined"],
             gen_loss=mean_losses["adversarial"], disc_loss=scalars.get("disc_loss"), d_real=scalars.get("d_real"),
             d_fake=scalars.get("d_fake"), grad_norm=grad_norm, lr=lr)
+
+    def _check_losses(self, losses: Mapping[str, Tensor], weights: Mapping[str, float], step: int) -> None:
+        """Non-finite loss check, agreed over DDP ranks (a rank raising alone would hang the others)."""
+        try:
+            check_finite_losses(losses, weights, step)
+        except NonFiniteLossError:
+            any_rank(True, self.context, self.device)
+            raise
+        if any_rank(False, self.context, self.device):
+            raise NonFiniteLossError(f"a loss is not finite on another rank at step {step}")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = _AUTOCAST_DTYPES.get(self.config.precision)

@@ -13,6 +13,7 @@ from stlic_training_helpers import fast_config, write_photos
 from stlic.training.config import TrainConfig
 from stlic.training.data import ImageFolder
 from stlic.training.distributed import init_distributed
+from stlic.training.finite import NonFiniteLossError
 from stlic.training.solver import STLICSolver
 
 _QUANTIZE = EntropyModel.quantize
@@ -46,6 +47,28 @@ def _worker(rank: int, world_size: int, port: int, config: dict, batch: torch.Te
         torch.distributed.destroy_process_group()
 
 
+def _poisoned_worker(rank: int, world_size: int, port: int, config: dict, batch: torch.Tensor, folder: str) -> None:
+    """Rank 1 alone sees a NaN loss weight; every rank must stop (none may hang in a collective)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    context = init_distributed("cpu")
+    try:
+        solver = STLICSolver(TrainConfig.from_dict(config), context=context)
+        if rank == 1:
+            weights = solver.objective.weights
+            solver.objective.weights = lambda *args: {**weights(*args), "lpips": float("nan")}
+        try:
+            solver.run_step(batch[rank:rank + 1])
+            outcome = "stepped"
+        except NonFiniteLossError as error:
+            outcome = str(error)
+        with open(os.path.join(folder, f"rank{rank}.txt"), "w") as handle:
+            handle.write(outcome)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -75,3 +98,11 @@ def test_two_ranks_match_one_process_on_the_combined_batch(tmp_path, monkeypatch
         scale = max(float(g.abs().max()) for g in grads.values())
         for name, grad in grads.items():
             torch.testing.assert_close(distributed["grads"][name], grad, rtol=1e-3, atol=1e-5 * scale, msg=name)
+
+
+def test_a_nan_on_one_rank_stops_every_rank(tmp_path):
+    batch = torch.rand(2, 3, 64, 64)
+    mp.spawn(_poisoned_worker, args=(2, _free_port(), fast_config().to_dict(), batch, str(tmp_path)),
+             nprocs=2, join=True)
+    assert "weighted loss 'lpips'" in (tmp_path / "rank1.txt").read_text()
+    assert "another rank" in (tmp_path / "rank0.txt").read_text()
