@@ -72,10 +72,17 @@ def target_bounds(table: ContributionTable, target: Target) -> tuple[pd.DataFram
             if group not in lower.columns:
                 raise ValueError(f"target names group {group!r}; the table has {list(lower.columns)}")
             for loss, percent in shares.items():
+                if percent is None:  # a placeholder (YAML null): this cell is not targeted
+                    continue
+                if percent == 0 and loss in lower.index and not present.loc[loss, group]:
+                    continue  # "0" for a loss that cannot reach the group: consistent, nothing to fit
                 _check_cell(table, loss, group)
                 if not 0 < float(percent) <= 100:
                     raise ValueError(f"target share of {loss!r} in {group!r} must be in (0, 100], got {percent}")
                 lower.loc[loss, group] = upper.loc[loss, group] = float(percent)
+        if lower.isna().all().all():
+            raise ValueError("the target sets no share: every cell is null (a placeholder) or absent; "
+                             "fill in the percentages")
         return lower, upper
     for loss, bounds in target.items():
         if isinstance(bounds, (str, Mapping)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
@@ -111,7 +118,8 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
 
     Args:
         table: measured shares (and the mean weights they were measured with).
-        target: ``"equal"``, ``{group: {loss: percent}}`` (e.g. the paper's Table I) or
+        target: ``"equal"``, ``{group: {loss: percent}}`` (e.g. the paper's Table I; a ``None``
+            cell is not targeted, a ``0`` cell must be one the loss cannot reach) or
             ``{loss: (min%, max%)}`` applied in every group the loss reaches.
         fixed: coefficients to hold, ``{loss: value}`` (same form as ``current``).
         current: what each multiplier scales (default: the measured weights); give the configured

@@ -89,3 +89,21 @@ def test_bad_targets_are_named():
         derive_coefficients(table, "paper")
     with pytest.raises(ValueError, match="fixed names unknown"):
         derive_coefficients(table, "equal", fixed={"x": 1.0})
+
+
+def test_placeholder_and_absent_cells_in_a_target_file():
+    case = make_mlp_case()
+    weights = {"fit": 1.0, "sparse": 0.3, "aux": 0.05}
+    table = measure_table(case, weights)
+    absent = [(l, g) for l in table.losses for g in table.groups if np.isnan(table.mean.loc[l, g])]
+    assert absent, "the MLP case has a loss that misses a group"
+    loss, group = absent[0]
+    partial = {group: {loss: 0.0}, "trunk": {"fit": 60.0, "sparse": None}}
+    result = derive_coefficients(table, partial, fixed={"fit": 1.0})
+    assert np.isnan(result.lower.loc["sparse", "trunk"])  # None: not targeted
+    assert result.lower.loc["fit", "trunk"] == 60.0
+    with pytest.raises(ValueError, match="sets no share"):
+        derive_coefficients(table, {"trunk": {"fit": None, "sparse": None}})
+    present = next((l, g) for l in table.losses for g in table.groups if not np.isnan(table.mean.loc[l, g]))
+    with pytest.raises(ValueError, match=r"must be in \(0, 100\]"):
+        derive_coefficients(table, {present[1]: {present[0]: 0.0}})
