@@ -68,7 +68,8 @@ def _report(run: ProbeRun, window: Optional[int], write: bool) -> None:
         variants.append((True, "precond_table", "optimizer-aware (Adam update) share (%)"))
     for precond, stem, title in variants:
         table = run.table(window, precond=precond)
-        print(f"\n{title}, {len(table.steps)} probed steps (last {table.steps[-1]}):\n{table.to_markdown()}")
+        span = f"training steps {table.steps[0]}..{table.steps[-1]}"
+        print(f"\n{title}, mean ± std over {len(table.steps)} probed steps ({span}):\n{table.to_markdown()}")
         if write:
             write_tables(table, run.path, stem)
             save_plots(run.records, table, run.path, prefix="precond_" if precond else "")
