@@ -45,6 +45,21 @@ class ProbeRun:
             group_order=self.metadata.get("groups", ()), column="precond_norm" if precond else "norm")
 
 
+def latest_run(path: str | Path) -> Path:
+    """``path`` when it is a run directory, else its most recently created run subdirectory.
+
+    ``gradbalance probe`` writes each run into a new subdirectory of its output root (for
+    ``--model stlic``: ``reports/table1/``), so notebooks and reports can point at the root.
+    """
+    path = Path(path)
+    if (path / RECORDS).is_file():
+        return path
+    runs = [child for child in path.glob("*/") if (child / RECORDS).is_file()] if path.is_dir() else []
+    if not runs:
+        raise FileNotFoundError(f"{path} is neither a probe run nor a folder of probe runs ({RECORDS} missing)")
+    return max(runs, key=lambda run: ((run / METADATA).stat().st_mtime if (run / METADATA).is_file() else 0, run.name))
+
+
 def save_run(path: Path, records: pd.DataFrame, cosines: pd.DataFrame, metadata: dict) -> Path:
     """Write records (and cosines when any) and the metadata into ``path``."""
     path.mkdir(parents=True, exist_ok=True)

@@ -37,9 +37,9 @@ CONTRIBUTION_TABLES = [
         "`gradbalance probe --model stlic --steps 500`)."),
     new_code_cell(SETUP + """
 from gradbalance.plots import plot_heatmap, plot_shares_over_steps
-from gradbalance.run import ProbeRun
+from gradbalance.run import ProbeRun, latest_run
 
-RUN = Path(os.environ.get("GRADBALANCE_RUN", ROOT / "reports" / "table1"))
+RUN = latest_run(os.environ.get("GRADBALANCE_RUN", ROOT / "reports" / "table1"))  # a run, or the newest in a folder
 run = ProbeRun.load(RUN)
 print(f"{RUN}: {run.records['step'].nunique()} probed steps, losses {run.metadata.get('loss_order')}, "
       f"groups {run.metadata.get('groups')}")"""),
@@ -109,9 +109,9 @@ DERIVE = [
 import yaml
 
 from gradbalance import derive_coefficients, export_config
-from gradbalance.run import ProbeRun
+from gradbalance.run import ProbeRun, latest_run
 
-RUN = Path(os.environ.get("GRADBALANCE_RUN", ROOT / "reports" / "table1"))
+RUN = latest_run(os.environ.get("GRADBALANCE_RUN", ROOT / "reports" / "table1"))  # a run, or the newest in a folder
 OUT = Path(os.environ.get("DERIVED_OUT", ROOT / "configs" / "derived" / "notebook.yaml"))
 BASE = Path(os.environ.get("BASE_CONFIG", ROOT / "configs" / "stlic_probe_cpu.yaml"))
 run = ProbeRun.load(RUN)
