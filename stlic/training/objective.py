@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stlic.training.config import LOSS_NAMES, LossWeights, PerceptualConfig
@@ -29,10 +28,11 @@ class STLICObjective(nn.Module):
 
     def __init__(self, weights: LossWeights, perceptual: PerceptualConfig, adversarial: nn.Module) -> None:
         super().__init__()
-        from stlic.losses import LPIPSLoss, RateLoss, WassersteinDistortion
+        from stlic.losses import L1Loss, LPIPSLoss, MSELoss, RateLoss, WassersteinDistortion
 
         self.coefficients = weights
         self.rate = RateLoss()
+        self.l2, self.l1 = MSELoss(), L1Loss()
         self.lpips = LPIPSLoss(net=perceptual.lpips_net, source=perceptual.lpips_source,
                                weights_path=perceptual.lpips_weights)
         options = {"log2_sigma": perceptual.wasserstein_log2_sigma, "num_scales": perceptual.wasserstein_num_scales}
@@ -49,8 +49,8 @@ class STLICObjective(nn.Module):
         num_pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
         return {
             "rate": self.rate({k: v.float() for k, v in output.likelihoods.items()}, num_pixels),
-            "l2": F.mse_loss(x_hat, x),
-            "l1": F.l1_loss(x_hat, x),
+            "l2": self.l2(x_hat, x),
+            "l1": self.l1(x_hat, x),
             "lpips": self.lpips(x_refined, x),
             "wasserstein": self.wasserstein(x, x_refined),
             "adversarial": self.adversarial.generator_loss(x_refined, output.y_hat.detach().float()),
