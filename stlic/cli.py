@@ -1,13 +1,15 @@
-"""`stlic` command line: one sub-command per module in :mod:`stlic.commands`.
+"""`stlic` command line: train, compress, decompress, eval, rd, plot-dynamics.
 
-Each command module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
-Modules are imported lazily so ``stlic compress`` does not import the trainer.
+One module per sub-command in :mod:`stlic.commands`, each with ``add_arguments(parser)`` and
+``run(args) -> int``; they import their heavy dependencies inside ``run``, so ``stlic compress``
+does not import the trainer.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import warnings
 
 #: sub-command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # CompressAI scripts functions at import; the deprecation is not actionable for CLI users
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
