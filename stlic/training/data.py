@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from stlic.codec.image_io import read_image
 from stlic.paths import default_train_images, shared_data
 
 
@@ -61,14 +62,9 @@ def default_data_sources() -> list[Path]:
 
 
 def load_rgb(path: str | Path) -> Tensor:
-    """Image as float (3, H, W) in [0, 1]; grayscale, RGBA (alpha dropped), palette -> RGB."""
-    with Image.open(path) as image:
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float grayscale
-            array = np.asarray(image, dtype=np.float32)
-            array = array / max(float(array.max()), 1.0) * 255.0
-            image = Image.fromarray(array.astype(np.uint8))
-        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
+    """Image as float (3, H, W) in [0, 1]: the codec's reader (grayscale, RGBA with alpha dropped,
+    palette and 16-bit images -> 8-bit RGB), so training and coding see the same pixels."""
+    return read_image(path)
 
 
 def fit_to_patch(image: Tensor, patch_size: int, small_images: str = "pad") -> Tensor:
