@@ -66,12 +66,18 @@ def save_model_checkpoint(
         "state_dict": {name: t.detach().cpu() for name, t in model.state_dict().items()},
         "extra": extra,
     }
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically: a synced temporary file beside it, then
+    ``os.replace``; a crash or error mid-write leaves the previous file intact and no temporary."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as tmp:
-            torch.save(payload, tmp)
+            torch.save(obj, tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)

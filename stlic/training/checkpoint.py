@@ -1,12 +1,12 @@
 """Training checkpoints: atomic writes and the random states an exact resume needs.
 
 A checkpoint is a plain dict of tensors, numbers, strings and containers, so it loads with
-``torch.load(..., weights_only=True)``. It is written to ``<path>.tmp`` and moved over ``path``
-with ``os.replace``: a crash mid-write leaves the previous checkpoint intact.
+``torch.load(..., weights_only=True)``. It is written to a synced temporary file and moved over
+``path`` with ``os.replace`` (:func:`stlic.checkpoints.atomic_torch_save`): a crash mid-write
+leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -16,16 +16,6 @@ import torch
 
 #: file name of the latest training checkpoint inside a run folder
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

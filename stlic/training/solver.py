@@ -19,8 +19,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from stlic.checkpoints import atomic_torch_save
 from stlic.training.checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_checkpoint, restore_rng_state,
-                                       save_atomic, seed_everything)
+                                       seed_everything)
 from stlic.training.config import LOSS_NAMES, TrainConfig
 from stlic.training.data import ImageFolder, ResumableSampler, default_data_sources, make_loader
 from stlic.training.distributed import (DistributedContext, all_reduce_grads, all_reduce_mean, any_rank,
@@ -237,7 +238,7 @@ class STLICSolver:
         """Atomically write ``RUN/checkpoint.pt`` (rank 0 only; None when nothing is written)."""
         if self.out_dir is None or not self.context.is_main:
             return None
-        return save_atomic(self.state_dict(), self.out_dir / CHECKPOINT_NAME)
+        return atomic_torch_save(self.state_dict(), self.out_dir / CHECKPOINT_NAME)
 
     def resume(self, path: str | Path | None = None) -> int:
         """Load ``path`` (default ``RUN/checkpoint.pt``); returns the step training continues from."""
