@@ -3,7 +3,8 @@
     stlic train --config stlic_tiny --data ../shared/data/train --out runs/tiny [--steps N]
     torchrun --nproc_per_node 2 -m stlic train --config stlic_small --out runs/small   # DDP
 
-``--resume`` continues exactly from ``RUN/checkpoint.pt`` (the config stored there unless
+``--init CHECKPOINT`` starts the main network from trained weights (phase 2 of ST-LIC from a
+phase-1 ``model.pt`` or an official LALIC checkpoint); ``--resume`` continues exactly from ``RUN/checkpoint.pt`` (the config stored there unless
 ``--config`` is given). A NaN / inf loss or gradient stops training with exit status 3 and
 leaves the last good checkpoint in place.
 """
@@ -22,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder (logs, checkpoint.pt, model.pt)")
     parser.add_argument("--steps", type=int, help="stop at this step (default: the schedule's total)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    parser.add_argument("--init", metavar="CHECKPOINT",
+                        help="start the main network from trained weights: an stlic model.pt, a training "
+                             "checkpoint.pt or an official LALIC checkpoint (refiner = identity, fresh optimizers)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="override the config's precision")
     parser.add_argument("--seed", type=int, help="override the config's seed")
@@ -61,8 +65,18 @@ def run(args: argparse.Namespace) -> int:
     config = _config(args)
     out = Path(args.out)
     solver = STLICSolver(config, device=device, out_dir=out, data=args.data, context=context)
+    if args.resume and args.init:
+        raise ValueError("--init starts a new run; it cannot be combined with --resume")
     if args.resume:
         print(f"resuming {out} from step {solver.resume()}", file=sys.stderr)
+    elif args.init:
+        from stlic.training.initialize import init_main_network
+
+        report = init_main_network(solver.model, args.init)
+        print(report.summary(), file=sys.stderr)
+        if context.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            report.save(out / "init.json")
     try:
         solver.fit(args.steps)
     except NonFiniteLossError as error:

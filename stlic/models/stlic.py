@@ -72,11 +72,15 @@ class STLIC(nn.Module):
         """Continuous QVRF level of rate coefficient ``lmbda`` (see ModelConfig.level_for_lambda)."""
         return self.config.level_for_lambda(lmbda)
 
-    def forward(self, x: Tensor, level: float = 0.0) -> STLICOutput:
-        """Training pass; H and W must be multiples of 64 (ValueError otherwise)."""
+    def forward(self, x: Tensor, level: float = 0.0, refine: bool = True) -> STLICOutput:
+        """Training pass; H and W must be multiples of 64 (ValueError otherwise).
+
+        ``refine=False`` skips the refiner (``x_refined`` is ``x_hat``): rate-distortion pretraining.
+        """
         check_image(x)
         out = self.main(x, level)
-        return STLICOutput(out.x_hat, self.refiner(out.x_hat), out.likelihoods, out.y_hat)
+        x_refined = self.refiner(out.x_hat) if refine else out.x_hat
+        return STLICOutput(out.x_hat, x_refined, out.likelihoods, out.y_hat)
 
     def aux_loss(self) -> Tensor:
         return self.main.aux_loss()

@@ -19,6 +19,11 @@ import yaml
 #: the losses of ST-LIC, in the row order of the paper's Table I
 LOSS_NAMES = ("rate", "l2", "l1", "lpips", "wasserstein", "adversarial")
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: training phases: "rd" = rate-distortion pretraining of the main network (rate + L2 + L1, no
+#: refiner, no perceptual losses, no GAN); "stlic" = the ST-LIC objective of Table II
+PHASES = ("rd", "stlic")
+#: losses that need the refiner (and the VGG / discriminator networks): off in phase "rd"
+PERCEPTUAL_LOSSES = ("lpips", "wasserstein", "adversarial")
 SMALL_IMAGE_POLICIES = ("pad", "upscale")
 
 
@@ -149,7 +154,12 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The whole training run."""
+    """The whole training run.
+
+    ``phase``: "stlic" (default) trains main network + refiner on the six losses; "rd" is the
+    rate-distortion pretraining of the main network alone (ST-LIC builds on a trained LALIC), and
+    needs the weights of lpips, wasserstein and adversarial to be 0.
+    """
 
     model: ModelSection
     loss_weights: LossWeights
@@ -163,8 +173,15 @@ class TrainConfig:
     precision: str = "fp32"
     log_every: int = 10
     checkpoint_every: int = 1000
+    phase: str = "stlic"
 
     def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ConfigError(f"phase: one of {PHASES}, got {self.phase!r}")
+        if self.phase == "rd":
+            active = [n for n in PERCEPTUAL_LOSSES if getattr(self.loss_weights, n) != 0]
+            if active:
+                raise ConfigError(f"phase 'rd' trains rate + l2 + l1 only: set loss_weights {active} to 0")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: one of {PRECISIONS}, got {self.precision!r}")
         for name in ("batch_size", "log_every", "checkpoint_every"):

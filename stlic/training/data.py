@@ -96,24 +96,49 @@ class ImageFolder(Dataset):
     index uses ``sample_seed = index``. Returns float (3, P, P) in [0, 1].
     """
 
-    def __init__(self, sources: Sequence[str | Path], patch_size: int, small_images: str = "pad") -> None:
+    def __init__(self, sources: Sequence[str | Path], patch_size: int, small_images: str = "pad",
+                 cache_bytes: int = 2 << 30) -> None:
         if patch_size < 1:
             raise ValueError(f"patch_size must be positive, got {patch_size}")
+        if cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
         self.files = find_images(sources)
         self.patch_size = patch_size
         self.small_images = small_images
+        self.cache_bytes = cache_bytes
+        self._cache: dict[int, Tensor] = {}
+        self._cached_bytes = 0
+
+    def _pixels(self, index: int) -> Tensor:
+        """The decoded 8-bit image (3, H, W) uint8; kept in memory while the cache budget allows.
+
+        Decoding a photograph costs far more than a training step of a small model, and the
+        stored bytes are exact: ``load_rgb`` values are ``k / 255``.
+        """
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
+        pixels = load_rgb(self.files[index]).mul_(255.0).round_().to(torch.uint8)
+        if self._cached_bytes + pixels.numel() <= self.cache_bytes:
+            self._cache[index] = pixels
+            self._cached_bytes += pixels.numel()
+        return pixels
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, item: int | tuple[int, int]) -> Tensor:
         index, sample_seed = item if isinstance(item, tuple) else (item, item)
-        image = fit_to_patch(load_rgb(self.files[index]), self.patch_size, self.small_images)
+        image = self._pixels(index)
+        if min(image.shape[-2:]) < self.patch_size:
+            image = fit_to_patch(image.float().div_(255.0), self.patch_size, self.small_images)
         generator = torch.Generator().manual_seed(int(sample_seed))
         height, width = image.shape[-2:]
         top = int(torch.randint(height - self.patch_size + 1, (1,), generator=generator))
         left = int(torch.randint(width - self.patch_size + 1, (1,), generator=generator))
         patch = image[:, top:top + self.patch_size, left:left + self.patch_size]
+        if patch.dtype == torch.uint8:
+            patch = patch.float().div_(255.0)
         if bool(torch.rand((), generator=generator) < 0.5):
             patch = patch.flip(-1)
         return patch.contiguous()

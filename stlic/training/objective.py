@@ -24,21 +24,27 @@ class STLICObjective(nn.Module):
         weights: Table II coefficients (``rate`` is the lambda range, unused here).
         perceptual: LPIPS / Wasserstein distortion settings.
         adversarial: an :class:`stlic.losses.AdversarialLoss` (owns the discriminator).
+        perceptual_on: False for rate-distortion pretraining (phase "rd"): LPIPS, Wasserstein
+            distortion and L_G are not built and read as 0.
     """
 
-    def __init__(self, weights: LossWeights, perceptual: PerceptualConfig, adversarial: nn.Module) -> None:
+    def __init__(self, weights: LossWeights, perceptual: PerceptualConfig, adversarial: nn.Module,
+                 perceptual_on: bool = True) -> None:
         super().__init__()
         from stlic.losses import L1Loss, LPIPSLoss, MSELoss, RateLoss, WassersteinDistortion
 
         self.coefficients = weights
         self.rate = RateLoss()
         self.l2, self.l1 = MSELoss(), L1Loss()
+        self.perceptual_on = perceptual_on
+        self.adversarial = adversarial
+        if not perceptual_on:
+            return
         self.lpips = LPIPSLoss(net=perceptual.lpips_net, source=perceptual.lpips_source,
                                weights_path=perceptual.lpips_weights)
         options = {"log2_sigma": perceptual.wasserstein_log2_sigma, "num_scales": perceptual.wasserstein_num_scales}
         self.wasserstein = WassersteinDistortion(weights_path=perceptual.vgg_weights, vgg_backbone=perceptual.vgg_backbone,
                                                  **{k: v for k, v in options.items() if v is not None})
-        self.adversarial = adversarial
 
     def forward(self, x: Tensor, output) -> dict[str, Tensor]:
         """Unweighted losses of one forward pass ``output`` (an STLICOutput) of batch ``x``.
@@ -47,10 +53,16 @@ class STLICObjective(nn.Module):
         """
         x_hat, x_refined = output.x_hat.float(), output.x_refined.float()
         num_pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
-        return {
+        losses = {
             "rate": self.rate({k: v.float() for k, v in output.likelihoods.items()}, num_pixels),
             "l2": self.l2(x_hat, x),
             "l1": self.l1(x_hat, x),
+        }
+        if not self.perceptual_on:
+            zero = x_hat.new_zeros(())
+            return {**losses, "lpips": zero, "wasserstein": zero, "adversarial": zero}
+        return {
+            **losses,
             "lpips": self.lpips(x_refined, x),
             "wasserstein": self.wasserstein(x, x_refined),
             "adversarial": self.adversarial.generator_loss(x_refined, output.y_hat.detach().float()),

@@ -74,14 +74,18 @@ class STLICSolver:
         self.adversarial = AdversarialLoss(
             discriminator,
             lambda params: torch.optim.AdamW(params, lr=optim.disc_lr, betas=optim.disc_betas))
-        self.objective = STLICObjective(config.loss_weights, config.perceptual, self.adversarial).to(self.device)
+        self.refine = config.phase == "stlic"  # phase "rd": main network alone, rate + l2 + l1
+        self.objective = STLICObjective(config.loss_weights, config.perceptual, self.adversarial,
+                                        perceptual_on=self.refine).to(self.device)
         self.trained = [(f"main.{n}", p) for n, p in self.model.main.named_parameters() if not n.endswith("quantiles")]
-        self.trained += [(f"refiner.{n}", p) for n, p in self.model.refiner.named_parameters()]
+        refiner = [(f"refiner.{n}", p) for n, p in self.model.refiner.named_parameters()]
+        self.trained += refiner if self.refine else []
         self.quantiles = [(n, p) for n, p in self.model.named_parameters() if n.endswith("quantiles")]
         self.optimizer = torch.optim.AdamW([p for _, p in self.trained], lr=optim.lr, betas=optim.betas,
                                            weight_decay=optim.weight_decay)
         self.aux_optimizer = torch.optim.Adam([p for _, p in self.quantiles], lr=optim.aux_lr)
-        self.network = wrap_ddp(self.model, self.context, ignore=[n for n, _ in self.quantiles])
+        frozen = [n for n, _ in self.quantiles] + ([] if self.refine else [n for n, _ in refiner])
+        self.network = wrap_ddp(self.model, self.context, ignore=frozen)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.lambda_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -101,9 +105,9 @@ class STLICSolver:
             group["lr"] = lr
         lambda_rate = sample_rate_lambda(*config.loss_weights.rate, self.lambda_generator)
         level = self.model.level_for_lambda(lambda_rate)
-        adversarial_on = step >= config.schedule.adversarial_start
+        adversarial_on = self.refine and step >= config.schedule.adversarial_start
         with self._autocast():
-            output = self.network(x, level=level)
+            output = self.network(x, level=level, refine=self.refine)
         losses = self.objective(x, output)
         weights = self.objective.weights(lambda_rate, adversarial_on)
         self._check_losses(losses, weights, step + 1)  # 1-based, as in the logs

@@ -112,3 +112,18 @@ def test_sampler_start_continues_the_stream():
     stream = _take(ResumableSampler(7, seed=11, stream=1, rank=1, world_size=3), 12)
     assert _take(ResumableSampler(7, seed=11, stream=1, rank=1, world_size=3, start=5), 7) == stream[5:]
     assert stream != _take(ResumableSampler(7, seed=11, stream=0, rank=1, world_size=3), 12)
+
+
+def test_decoded_image_cache_gives_the_same_crops(tmp_path):
+    from stlic_training_helpers import write_photos
+    from stlic.training.data import ImageFolder
+
+    photos = write_photos(tmp_path / "photos", count=3, size=(80, 96))
+    cached, uncached = ImageFolder([photos], 64), ImageFolder([photos], 64, cache_bytes=0)
+    small = ImageFolder([photos], 128)  # smaller than the patch: padded from the cached pixels
+    for item in [(i % 3, 100 + i) for i in range(9)]:
+        assert torch.equal(cached[item], uncached[item])
+        assert small[item].shape == (3, 128, 128)
+    assert len(cached._cache) == 3 and not uncached._cache
+    with pytest.raises(ValueError, match="cache_bytes"):
+        ImageFolder([photos], 64, cache_bytes=-1)
