@@ -22,6 +22,7 @@ from gradbalance.derive import derive_coefficients
 from gradbalance.export import DEFAULT_BLOCK, export_config, load_yaml_mapping, loss_weight_block
 from gradbalance.preconditioned import supports_preconditioning
 from gradbalance.probe import GradientProbe
+from gradbalance.reference import ReferenceShares, comparison_markdown
 from gradbalance.run import ProbeRun, save_run, write_tables
 from gradbalance.target import make_target
 
@@ -31,7 +32,8 @@ def _probe(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     target = make_target(args.model, config=args.config, preset=args.preset, device=device, data=args.data,
-                         seed=args.seed, batch_size=args.batch_size, patch_size=args.patch_size)
+                         seed=args.seed, batch_size=args.batch_size, patch_size=args.patch_size,
+                         **_parse_options(args.option))
     print(target.description)
     optimizer = target.optimizer if supports_preconditioning(target.optimizer) else None
     if optimizer is None:
@@ -52,7 +54,9 @@ def _probe(args: argparse.Namespace) -> int:
                     seed=args.seed, steps=args.steps, every=every, window=args.window,
                     loss_order=list(probe.loss_order), groups=list(probe.partition.names),
                     description=target.description, seconds=round(time.perf_counter() - start, 2),
-                    created=stamp, torch=torch.__version__)
+                    created=stamp, torch=torch.__version__, options=_parse_options(args.option))
+    if getattr(target, "reference", None) is not None:
+        metadata["reference"] = target.reference.to_dict()
     save_run(out, probe.records, probe.cosine_records, metadata)
     run = ProbeRun.load(out)
     _report(run, args.window, write=True)
@@ -71,9 +75,32 @@ def _report(run: ProbeRun, window: Optional[int], write: bool) -> None:
         table = run.table(window, precond=precond)
         span = f"training steps {table.steps[0]}..{table.steps[-1]}"
         print(f"\n{title}, mean ± std over {len(table.steps)} probed steps ({span}):\n{table.to_markdown()}")
+        comparison = _comparison(run, table)
+        if comparison:
+            print(f"\nbeside {run.metadata['reference']['name']} (difference in percentage points):\n{comparison}")
         if write:
             write_tables(table, run.path, stem)
+            if comparison:
+                (run.path / f"{stem}_vs_reference.md").write_text(comparison + "\n")
             save_plots(run.records, table, run.path, prefix="precond_" if precond else "")
+
+
+def _comparison(run: ProbeRun, table) -> str:
+    """The table beside the run's reference shares (a paper's Table I), or "" without one."""
+    if not run.metadata.get("reference"):
+        return ""
+    return comparison_markdown(table, ReferenceShares.from_dict(run.metadata["reference"]))
+
+
+def _parse_options(items: list[str]) -> dict:
+    """``--option KEY=VALUE`` pairs for the target's factory (values are strings)."""
+    options = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
+        options[key] = value
+    return options
 
 
 def _window(args: argparse.Namespace, run: ProbeRun) -> Optional[int]:
@@ -88,6 +115,9 @@ def _table(args: argparse.Namespace) -> int:
     for table in tables:
         render = {"md": table.to_markdown, "latex": table.to_latex, "csv": table.to_csv}[args.format]
         print(f"# {table.column}, {len(table.steps)} probed steps\n{render()}\n")
+        comparison = _comparison(run, table)
+        if comparison:
+            print(f"# beside {run.metadata['reference']['name']} (percentage points)\n{comparison}\n")
     return 0
 
 
@@ -156,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--window", type=int, help="average the last W probed steps (default: all)")
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--cosine", action="store_true", help="also record pairwise gradient cosines")
+    probe.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="extra option for the target's factory, e.g. init=none for stlic (repeatable)")
     probe.add_argument("--out", help="run directory (default <target.default_out or reports/probe>/"
                        "<model>-<timestamp>)")
     probe.set_defaults(_run=_probe)

@@ -6,6 +6,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+#: trained weights shipped with the repository (``pretrained/<name>/model.pt``)
+PRETRAINED_DIR = REPO_ROOT / "pretrained"
+#: the rate-distortion-pretrained tiny main network (phase 1), start of the CPU probe
+TINY_RD_CHECKPOINT = PRETRAINED_DIR / "lalic_tiny_rd" / "model.pt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 

@@ -11,6 +11,12 @@ are trained by the aux loss only, so they are left out of both groups.
 Presets: ``cpu`` (default without a GPU: the tiny model on 64 px crops, so 500 steps finish in
 minutes on 2 cores) and ``full`` (default with a GPU: the paper's model with the 0.15 bpp
 weights of Table II, ``configs/stlic_015.yaml``). ``--config`` picks any training config.
+
+Start: Table I is measured "in the early stage" of the perceptual training of a *trained* LALIC.
+``init="auto"`` (default) starts the tiny model's main network from the shipped phase-1 checkpoint
+(``pretrained/lalic_tiny_rd/model.pt``, rate + L2 pretraining); ``init=PATH`` from any stlic or
+official LALIC checkpoint; ``init="none"`` from random weights. The target's ``reference`` is the
+paper's Table I (``configs/targets/paper_table1.yaml``), which the CLI prints beside the measurement.
 """
 from __future__ import annotations
 
@@ -21,12 +27,27 @@ from typing import Optional, Sequence
 
 import torch
 
-from stlic.paths import resolve_config
+from stlic.paths import TINY_RD_CHECKPOINT, resolve_config
 
 #: probe preset -> training config (name under configs/)
 PROBE_PRESETS = {"cpu": "stlic_probe_cpu", "full": "stlic_015"}
 #: probe every K steps by default (the CLI's --every overrides)
 DEFAULT_EVERY = {"cpu": 5, "full": 10}
+#: the paper's Table I, as a gradbalance derive target and comparison reference
+PAPER_TABLE1 = "targets/paper_table1.yaml"
+#: main-network losses whose individual cells one weight per loss cannot all match at once
+PERCEPTUAL = ("lpips", "wasserstein", "adversarial")
+
+
+def paper_reference():
+    """The paper's Table I as a :class:`gradbalance.reference.ReferenceShares` (+ perceptual sum)."""
+    import yaml
+
+    from gradbalance.reference import ReferenceShares
+
+    shares = yaml.safe_load(resolve_config(PAPER_TABLE1).read_text(encoding="utf-8"))
+    shares["refiner"] = {k: v for k, v in shares["refiner"].items() if k in PERCEPTUAL}  # "-" in the paper
+    return ReferenceShares("paper", shares, combined={"perceptual": PERCEPTUAL})
 
 
 @dataclass
@@ -37,6 +58,7 @@ class STLICProbeTarget:
     description: str
     default_every: int = 1
     default_out: str = "reports/table1"
+    reference: "object" = None
 
     loss_order: Sequence[str] = ("rate", "l2", "l1", "lpips", "wasserstein", "adversarial")
 
@@ -66,8 +88,9 @@ class STLICProbeTarget:
 
 def make_probe_target(config: Optional[str] = None, preset: Optional[str] = None, device: str = "cpu",
                       data: Optional[Sequence[str]] = None, seed: Optional[int] = None,
-                      batch_size: Optional[int] = None, patch_size: Optional[int] = None) -> STLICProbeTarget:
-    """Build the ST-LIC trainer for probing (see the module docstring for presets)."""
+                      batch_size: Optional[int] = None, patch_size: Optional[int] = None,
+                      init: Optional[str] = "auto") -> STLICProbeTarget:
+    """Build the ST-LIC trainer for probing (see the module docstring for presets and ``init``)."""
     from stlic.training.config import load_config
     from stlic.training.data import default_data_sources
     from stlic.training.solver import STLICSolver
@@ -92,14 +115,31 @@ def make_probe_target(config: Optional[str] = None, preset: Optional[str] = None
         stages = tuple(dataclasses.replace(stage, patch_size=patch_size) for stage in schedule.stages)
         train_config = train_config.replace(schedule=dataclasses.replace(schedule, stages=stages))
     solver = STLICSolver(train_config, device=device, out_dir=None, data=data)
+    start = _initialise(solver, train_config, init)
     sources = [str(p) for p in (data or default_data_sources())]
     shown = sources if len(sources) <= 2 else [f"{len(sources)} images/folders from {sources[0]} ..."]
     model_params = sum(p.numel() for p in solver.model.parameters())
     description = (
         f"ST-LIC trainer, config {path.name} (model preset {train_config.model.preset}, "
         f"{model_params / 1e6:.2f}M parameters), batch {train_config.batch_size}, "
-        f"patch {train_config.schedule.stages[0].patch_size}, device {device}, data {', '.join(shown)}. "
+        f"patch {train_config.schedule.stages[0].patch_size}, device {device}, data {', '.join(shown)}. {start} "
         + ("CPU preset: the tiny model so 500 steps fit in minutes on 2 cores; "
            "on a GPU run `--preset full` (the paper's model)." if preset == "cpu" and config is None else "")
         + threads)
-    return STLICProbeTarget(solver=solver, description=description, default_every=DEFAULT_EVERY[preset])
+    return STLICProbeTarget(solver=solver, description=description, default_every=DEFAULT_EVERY[preset],
+                            reference=paper_reference())
+
+
+def _initialise(solver, train_config, init: Optional[str]) -> str:
+    """Load the main network per ``init`` ("auto", "none" or a path); returns a sentence saying so."""
+    from stlic.training.initialize import init_main_network
+
+    if init in (None, "none"):
+        return "Main network: random initialisation (init=none)."
+    path = init
+    if init == "auto":
+        if train_config.model.preset != "tiny" or not TINY_RD_CHECKPOINT.is_file():
+            return "Main network: random initialisation (no shipped checkpoint for this model)."
+        path = TINY_RD_CHECKPOINT
+    report = init_main_network(solver.model, path)
+    return f"Main network: {report.summary()}; refiner = identity, fresh optimizers."
