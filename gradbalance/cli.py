@@ -4,10 +4,16 @@
     gradbalance table RUN --window 10
     gradbalance derive RUN --target equal --base base.yaml --out configs/derived/x.yaml
     gradbalance plot RUN
+
+A user mistake (missing or unreadable file, invalid YAML, ``--every 0``) is one line on stderr and
+exit status 2. ``derive --out`` and ``probe --out`` refuse an existing output unless ``--force``,
+and an output that is one of the inputs in any case; ``table`` and ``plot`` redraw a run's own
+tables and figures.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -30,6 +36,8 @@ from gradbalance.target import make_target
 def _probe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if args.out is not None:
+        _check_out(Path(args.out), [p for p in (args.config,) if p], args.force, is_dir=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     target = make_target(args.model, config=args.config, preset=args.preset, device=device, data=args.data,
                          seed=args.seed, batch_size=args.batch_size, patch_size=args.patch_size,
@@ -38,7 +46,7 @@ def _probe(args: argparse.Namespace) -> int:
     optimizer = target.optimizer if supports_preconditioning(target.optimizer) else None
     if optimizer is None:
         print(f"note: optimizer {type(target.optimizer).__name__} is not Adam/AdamW: no optimizer-aware table")
-    every = args.every or getattr(target, "default_every", 1)
+    every = args.every if args.every is not None else getattr(target, "default_every", 1)
     probe = GradientProbe(target.model, target.groups, loss_order=target.loss_order, every=every,
                           optimizer=optimizer, scaler=getattr(target, "scaler", None), cosine=args.cosine,
                           ignore=getattr(target, "ignored_parameters", ()))
@@ -105,7 +113,31 @@ def _parse_options(items: list[str]) -> dict:
 
 def _window(args: argparse.Namespace, run: ProbeRun) -> Optional[int]:
     """--window, else the window the run was probed with (None: all probed steps)."""
-    return args.window or run.metadata.get("window")
+    return args.window if args.window is not None else run.metadata.get("window")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_out(out: Path, inputs: list, force: bool, is_dir: bool = False) -> None:
+    """Refuse an output that is an input (also through links), of the wrong kind, or existing without --force."""
+    for source in inputs:
+        if _same_file(out, Path(source)):
+            raise ValueError(f"--out {out} is the input {source}; refusing to overwrite it")
+    if is_dir:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file; give a folder")
+        if (out / "records.csv").exists() and not force:
+            raise FileExistsError(f"--out {out} already holds a probe run; use --force to replace it")
+        return
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; give a file name")
+    if out.exists() and not force:
+        raise FileExistsError(f"--out {out} already exists; use --force to overwrite it")
 
 
 def _table(args: argparse.Namespace) -> int:
@@ -133,6 +165,9 @@ def _parse_fixed(items: list[str]) -> dict:
 
 
 def _derive(args: argparse.Namespace) -> int:
+    run_files = [Path(args.run) / name for name in ("records.csv", "run.json")]
+    _check_out(Path(args.out), [args.base, *([args.target] if args.target != "equal" else []), *run_files],
+               args.force)
     run = ProbeRun.load(args.run)
     table = run.table(_window(args, run), precond=args.precond)
     target = args.target if args.target == "equal" else load_yaml_mapping(args.target)
@@ -168,32 +203,44 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 or a negative count is refused, never read as 'default')."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradbalance", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     probe = sub.add_parser("probe", help="train a target for N steps, probing every K")
     probe.add_argument("--model", required=True, help="registered target name or module:callable")
-    probe.add_argument("--steps", type=int, required=True)
+    probe.add_argument("--steps", type=positive_int, required=True)
     probe.add_argument("--config", help="the target's YAML config")
     probe.add_argument("--preset")
     probe.add_argument("--device", help="default: cuda when available, else cpu")
     probe.add_argument("--data", nargs="+", help="image folder(s)")
-    probe.add_argument("--batch-size", type=int)
-    probe.add_argument("--patch-size", type=int)
-    probe.add_argument("--every", type=int, help="probe every K steps, plain backward otherwise "
+    probe.add_argument("--batch-size", type=positive_int)
+    probe.add_argument("--patch-size", type=positive_int)
+    probe.add_argument("--every", type=positive_int, help="probe every K steps, plain backward otherwise "
                        "(default: the target's default_every, else 1)")
-    probe.add_argument("--window", type=int, help="average the last W probed steps (default: all)")
+    probe.add_argument("--window", type=positive_int, help="average the last W probed steps (default: all)")
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--cosine", action="store_true", help="also record pairwise gradient cosines")
     probe.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="extra option for the target's factory, e.g. init=none for stlic (repeatable)")
     probe.add_argument("--out", help="run directory (default <target.default_out or reports/probe>/"
                        "<model>-<timestamp>)")
+    probe.add_argument("-f", "--force", action="store_true", help="replace a probe run already in --out")
     probe.set_defaults(_run=_probe)
     table = sub.add_parser("table", help="print Table I of a saved run")
     table.add_argument("run")
-    table.add_argument("--window", type=int)
+    table.add_argument("--window", type=positive_int)
     table.add_argument("--format", choices=("md", "latex", "csv"), default="md")
     table.set_defaults(_run=_table)
     derive = sub.add_parser("derive", help="derive loss coefficients for target shares, export a config")
@@ -204,12 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--base", required=True, help="base YAML config with the loss-weight block")
     derive.add_argument("--out", required=True, help="output YAML")
     derive.add_argument("--block", default=DEFAULT_BLOCK, help="loss-weight block key (dotted for nested)")
-    derive.add_argument("--window", type=int)
+    derive.add_argument("--window", type=positive_int)
     derive.add_argument("--precond", action="store_true", help="balance the optimizer-aware shares")
+    derive.add_argument("-f", "--force", action="store_true", help="overwrite an existing --out file")
     derive.set_defaults(_run=_derive)
     plot = sub.add_parser("plot", help="(re)draw the figures and tables of a saved run")
     plot.add_argument("run")
-    plot.add_argument("--window", type=int)
+    plot.add_argument("--window", type=positive_int)
     plot.set_defaults(_run=_plot)
     return parser
 
@@ -218,10 +266,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     # third-party modules (CompressAI) script functions at import; not actionable for CLI users
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
-    try:
-        return int(args._run(args) or 0)
-    except (FileNotFoundError, KeyError, ValueError, TypeError) as error:
-        if args.debug:
-            raise
-        print(f"gradbalance {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    prefix = f"gradbalance {args.command}"
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_, **__: print(f"{prefix}: warning: {message}", file=sys.stderr)
+        try:
+            return int(args._run(args) or 0)
+        except (OSError, KeyError, ValueError, TypeError) as error:
+            if args.debug:
+                raise
+            text = " ".join(str(error).split()) or type(error).__name__
+            print(f"{prefix}: error: {text}", file=sys.stderr)
+            return 2

@@ -25,9 +25,14 @@ DEFAULT_BLOCK = "loss_weights"
 def load_yaml_mapping(path: Union[str, Path]) -> dict:
     """A YAML file whose top level is a mapping (clear error otherwise)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a YAML file")
     if not path.is_file():
         raise FileNotFoundError(f"YAML file not found: {path}")
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -76,12 +81,24 @@ def export_config(coefficients: Union[DerivedCoefficients, Mapping[str, Coeffici
     lines += (header or "").splitlines()
     text = "".join(f"# {line}\n" for line in lines)
     text += yaml.safe_dump(config, sort_keys=False, default_flow_style=None, allow_unicode=True)
-    out = Path(out_yaml)
+    return atomic_write_text(out_yaml, text)
+
+
+def atomic_write_text(path: Union[str, Path], text: str) -> Path:
+    """Write ``text`` to a unique temporary file beside ``path`` (``tempfile.mkstemp``; a leftover
+    file or symlink is never written through), sync it and move it over ``path``; on error the
+    temporary file is removed and ``path`` is untouched. Permissions: ``0o666`` less the umask."""
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
+        mask = os.umask(0o22)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,13 +1,23 @@
-"""A probe run on disk: ``records.csv``, ``cosine.csv``, ``run.json`` and the tables written from them."""
+"""A probe run on disk: ``records.csv``, ``cosine.csv``, ``run.json`` and the tables written from them.
+
+Files are written atomically (:func:`gradbalance.export.atomic_write_text`). A ``records.csv`` cut
+short (a killed probe, a partial copy) is read with a warning saying what is missing: a last line
+cut mid-record and a last step with fewer records than the others are dropped, and fewer probed
+steps than ``run.json`` promises (``ceil(steps / every)``) is reported.
+"""
 from __future__ import annotations
 
+import io
 import json
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 
+from gradbalance.export import atomic_write_text
 from gradbalance.table import ContributionTable
 
 RECORDS = "records.csv"
@@ -29,8 +39,11 @@ class ProbeRun:
         path = Path(path)
         if not (path / RECORDS).is_file():
             raise FileNotFoundError(f"{path} is not a probe run: {RECORDS} is missing")
-        metadata = json.loads((path / METADATA).read_text()) if (path / METADATA).is_file() else {}
-        return cls(path=path, records=pd.read_csv(path / RECORDS), metadata=metadata)
+        try:
+            metadata = json.loads((path / METADATA).read_text()) if (path / METADATA).is_file() else {}
+        except ValueError as error:
+            raise ValueError(f"{path / METADATA} is not valid JSON ({error})") from None
+        return cls(path=path, records=_read_records(path / RECORDS, metadata), metadata=metadata)
 
     @property
     def has_precond(self) -> bool:
@@ -43,6 +56,35 @@ class ProbeRun:
         return ContributionTable.from_records(
             self.records, window=window, loss_order=self.metadata.get("loss_order", ()),
             group_order=self.metadata.get("groups", ()), column="precond_norm" if precond else "norm")
+
+
+def _read_records(path: Path, metadata: dict) -> pd.DataFrame:
+    """``records.csv`` without the incomplete tail of a truncated file, with a warning naming what is missing."""
+    text = path.read_text()
+    problems = []
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+        problems.append("its last line is cut mid-record (dropped)")
+    try:
+        records = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise ValueError(f"{path} is not a records table ({' '.join(str(error).split())})") from None
+    missing = {"step", "loss", "group", "norm"} - set(records.columns)
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {sorted(missing)}")
+    if not records.empty:
+        counts = records.groupby("step").size()
+        if counts.iloc[-1] < counts.max():
+            problems.append(f"its last step {counts.index[-1]} has {counts.iloc[-1]} of {counts.max()} records (dropped)")
+            records = records[records["step"] != counts.index[-1]].reset_index(drop=True)
+    steps, every = metadata.get("steps"), metadata.get("every")
+    if isinstance(steps, int) and isinstance(every, int) and every > 0:
+        expected, found = math.ceil(steps / every), records["step"].nunique()
+        if found < expected:
+            problems.append(f"it holds {found} of the {expected} probed steps {METADATA} promises")
+    if problems:
+        warnings.warn(f"{path} looks truncated: " + "; ".join(problems), stacklevel=3)
+    return records
 
 
 def latest_run(path: str | Path) -> Path:
@@ -63,10 +105,10 @@ def latest_run(path: str | Path) -> Path:
 def save_run(path: Path, records: pd.DataFrame, cosines: pd.DataFrame, metadata: dict) -> Path:
     """Write records (and cosines when any) and the metadata into ``path``."""
     path.mkdir(parents=True, exist_ok=True)
-    records.to_csv(path / RECORDS, index=False)
+    atomic_write_text(path / RECORDS, records.to_csv(index=False))
     if not cosines.empty:
-        cosines.to_csv(path / COSINES, index=False)
-    (path / METADATA).write_text(json.dumps(metadata, indent=2, default=str))
+        atomic_write_text(path / COSINES, cosines.to_csv(index=False))
+    atomic_write_text(path / METADATA, json.dumps(metadata, indent=2, default=str))
     return path
 
 
@@ -75,7 +117,7 @@ def write_tables(table: ContributionTable, path: Path, stem: str = "table") -> l
     caption = ("Share of each loss in the gradient reaching each module (%, mean $\\pm$ std over "
                f"{len(table.steps)} probed steps)")
     files = [path / f"{stem}.md", path / f"{stem}.csv", path / f"{stem}.tex"]
-    files[0].write_text(table.to_markdown() + "\n")
-    table.to_csv(files[1])
-    files[2].write_text(table.to_latex(caption=caption) + "\n")
+    atomic_write_text(files[0], table.to_markdown() + "\n")
+    atomic_write_text(files[1], table.to_csv())
+    atomic_write_text(files[2], table.to_latex(caption=caption) + "\n")
     return files

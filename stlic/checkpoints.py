@@ -4,7 +4,13 @@ A checkpoint is a ``torch.save``d dict of plain types only (loadable with
 ``torch.load(..., weights_only=True)``)::
 
     {"format": "stlic-model", "format_version": 1, "model_name": "stlic",
-     "model_config": ModelConfig.to_dict(), "state_dict": {...}, "extra": {...}}
+     "model_config": ModelConfig.to_dict(), "state_dict": {...}, "extra": {...},
+     "weights_sha256": "<hex>"}
+
+``weights_sha256`` is the SHA-256 of the state dict (:func:`weights_digest`: every tensor's name,
+dtype, shape and bytes, in key order); loading recomputes it and refuses a file whose weights
+changed (a flipped bit that ``torch.load`` does not notice). Files written before the checksum
+existed load with a warning.
 
 The state dict is taken as is: call ``model.update()`` before saving so the entropy coder's
 CDF tables travel with the weights (their sizes depend on the trained scales, so loading
@@ -14,8 +20,9 @@ Training checkpoints (optimizers, step, RNG) live in :mod:`stlic.training.checkp
 """
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,6 +31,7 @@ import torch.nn as nn
 
 from stlic.entropy.buffers import CDF_BUFFERS
 from stlic.models.config import ModelConfig
+from stlic.output_files import atomic_write, check_input_file, temporary_files
 from stlic.registry import get_model
 
 CHECKPOINT_FORMAT = "stlic-model"
@@ -52,46 +60,70 @@ def _check_plain(value: Any, where: str) -> None:
         )
 
 
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) over the state dict's names, dtypes, shapes and raw bytes, in key order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_model_checkpoint(
     path: str | os.PathLike, model: nn.Module, model_config: ModelConfig, extra: Mapping[str, Any] | None = None
 ) -> Path:
     """Write the checkpoint of ``model`` atomically (temporary file + ``os.replace``)."""
     extra = dict(extra or {})
     _check_plain(extra, "extra")
+    state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
         "model_name": MODEL_NAME,
         "model_config": model_config.to_dict(),
-        "state_dict": {name: t.detach().cpu() for name, t in model.state_dict().items()},
+        "state_dict": state,
         "extra": extra,
+        "weights_sha256": weights_digest(state),
     }
     return atomic_torch_save(payload, path)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically: a synced temporary file beside it, then
-    ``os.replace``; a crash or error mid-write leaves the previous file intact and no temporary."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            torch.save(obj, tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save(obj)`` to ``path`` atomically: a unique synced temporary file beside it
+    (:func:`stlic.output_files.atomic_write`), then ``os.replace``; a crash or error mid-write
+    leaves the previous file intact (a kill leaves a ``.NAME.*.tmp``: see :func:`remove_stale_temporaries`)."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...]) -> list[Path]:
+    """Delete the temporary files a killed :func:`atomic_torch_save` left beside ``folder/NAME``.
+
+    Only call it while no other process writes there (``stlic train`` holds the run-folder lock).
+    Returns the files removed.
+    """
+    removed = []
+    for name in names:
+        for path in temporary_files(folder, name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def check_map_location(map_location: str | torch.device) -> None:
+    """A clear error for a CUDA device on a machine without one (torch.load's is misleading)."""
+    device = torch.device(map_location)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available on this machine")
 
 
 def _read_payload(path: Path, map_location: str | torch.device) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"model checkpoint {str(path)!r} does not exist")
+    check_input_file(path, "model checkpoint")
+    check_map_location(map_location)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as error:
+        raise OSError(f"cannot read model checkpoint {str(path)!r}: {error}") from None
     except Exception as error:  # pickle / zip errors of a file that is not a checkpoint
         raise ValueError(f"{str(path)!r} is not a model checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
@@ -106,7 +138,21 @@ def _read_payload(path: Path, map_location: str | torch.device) -> dict[str, Any
     missing = [key for key in ("model_config", "state_dict") if not isinstance(payload.get(key), dict)]
     if missing:
         raise ValueError(f"{str(path)!r} lacks {missing}")
+    _check_digest(payload, path)
     return payload
+
+
+def _check_digest(payload: Mapping[str, Any], path: Path) -> None:
+    stored = payload.get("weights_sha256")
+    if stored is None:
+        warnings.warn(f"{str(path)!r} has no weights checksum (written before checksums); "
+                      "its weights cannot be verified", stacklevel=4)
+        return
+    if not isinstance(payload["state_dict"], Mapping) or not all(
+            isinstance(t, torch.Tensor) for t in payload["state_dict"].values()):
+        raise ValueError(f"{str(path)!r}: the state dict holds non-tensor values")
+    if weights_digest(payload["state_dict"]) != stored:
+        raise ValueError(f"{str(path)!r} is corrupt: its weights do not match the checksum stored in the file")
 
 
 def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:

@@ -33,17 +33,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(error: BaseException, limit: int = 600) -> str:
+    """The error's message on one line (long ones cut, ``--debug`` shows all)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + " ... (--debug shows the whole message)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a sub-command; a user error (bad file, bad value) is one line on stderr and exit code 2."""
     # CompressAI scripts functions at import; the deprecation is not actionable for CLI users
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
-    try:
-        return int(args._run(args) or 0)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:  # user-facing errors
-        if getattr(args, "debug", False):
-            raise
-        print(f"stlic {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    prefix = f"stlic {args.command}"
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_, **__: print(f"{prefix}: warning: {message}", file=sys.stderr)
+        try:
+            return int(args._run(args) or 0)
+        except (OSError, ValueError, RuntimeError) as error:  # user-facing errors
+            if getattr(args, "debug", False):
+                raise
+            print(f"{prefix}: error: {one_line(error)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

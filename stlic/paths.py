@@ -18,6 +18,8 @@ def resolve_config(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ValueError(f"config {str(name_or_path)!r} is a directory, not a YAML file")
     for candidate in (CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"):
         if candidate.is_file():
             return candidate

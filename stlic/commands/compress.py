@@ -1,8 +1,11 @@
-"""`stlic compress IN.png OUT.stlic --checkpoint C (--rate-level L | --target-bpp B)`."""
+"""`stlic compress IN.png OUT.stlic --checkpoint C (--rate-level L | --target-bpp B) [-f]`.
+
+OUT must not be IN or the checkpoint, nor exist unless ``--force``; it is written atomically
+(:mod:`stlic.output_files`).
+"""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 
@@ -15,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rate.add_argument("--target-bpp", type=float, help="search the level whose file comes closest to this bpp")
     parser.add_argument("--tolerance", type=float, default=0.02, help="relative bpp tolerance of --target-bpp")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
@@ -22,7 +26,9 @@ def run(args: argparse.Namespace) -> int:
     from stlic.checkpoints import load_model_checkpoint
     from stlic.codec.codec import bits_per_pixel, compress_image, find_level_for_bpp
     from stlic.codec.image_io import read_image
+    from stlic.output_files import atomic_write_bytes, check_output
 
+    check_output(args.output, (args.input, args.checkpoint), force=args.force)
     image = read_image(args.input)
     model, _, _ = load_model_checkpoint(args.checkpoint, map_location=args.device)
     if args.target_bpp is not None:
@@ -33,10 +39,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         level = args.rate_level
         data = compress_image(model, image, level)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, args.output)
+    check_output(args.output, (args.input, args.checkpoint), force=args.force)  # again: encoding takes time
+    atomic_write_bytes(args.output, data)
     height, width = image.shape[-2:]
     print(f"{args.output}: {len(data)} bytes, {bits_per_pixel(data, image):.4f} bpp "
           f"({width}x{height}, level {level:.4f})")

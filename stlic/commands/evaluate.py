@@ -1,4 +1,8 @@
-"""`stlic eval --checkpoint C --data DIR --out DIR`: Table III metrics of a checkpoint."""
+"""`stlic eval --checkpoint C --data DIR --out DIR [-f]`: Table III metrics of a checkpoint.
+
+An ``--out`` folder that already holds an evaluation (``summary.json``) is refused unless
+``--force``; the result files are written atomically.
+"""
 from __future__ import annotations
 
 import argparse
@@ -28,19 +32,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figures", type=int, default=0, metavar="K", help="save K comparison figures")
     parser.add_argument("--name", help="method name in tables and RD plots (default: checkpoint stem)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("-f", "--force", action="store_true", help="replace the results already in --out")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args: argparse.Namespace) -> int:
     from stlic.evaluation.evaluate import EvalOptions, evaluate
+    from stlic.output_files import check_output, check_writable_folder
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; give a folder")
+    check_output(out / "summary.json", (args.checkpoint,), force=args.force, what="evaluation result")
+    check_writable_folder(out, "--out")
     options = EvalOptions(
         rate_level=args.rate_level, target_bpp=args.target_bpp, lpips_net=args.lpips_net,
         lpips_source=args.lpips_source, lpips_weights=args.lpips_weights, fid=args.fid,
         fid_min_patches=args.fid_min_patches, inception_path=args.inception, dists=args.dists,
         limit=args.limit, figures=args.figures, method=args.name, progress=args.progress,
     )
-    result = evaluate(args.checkpoint, args.data, Path(args.out), options)
+    result = evaluate(args.checkpoint, args.data, out, options)
     print(result.summary.table_markdown(), end="")
     for note in result.summary.notes:
         print(f"note: {note}")

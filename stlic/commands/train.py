@@ -4,13 +4,20 @@
     torchrun --nproc_per_node 2 -m stlic train --config stlic_small --out runs/small   # DDP
 
 ``--init CHECKPOINT`` starts the main network from trained weights (phase 2 of ST-LIC from a
-phase-1 ``model.pt`` or an official LALIC checkpoint); ``--resume`` continues exactly from ``RUN/checkpoint.pt`` (the config stored there unless
-``--config`` is given). A NaN / inf loss or gradient stops training with exit status 3 and
-leaves the last good checkpoint in place.
+phase-1 ``model.pt`` or an official LALIC checkpoint; refiner = identity, fresh optimizers).
+``--resume`` continues exactly from ``RUN/checkpoint.pt`` (the config stored there unless
+``--config`` is given, which must build the same model). A NaN / inf loss or gradient stops
+training with exit status 3 and leaves the last good checkpoint in place.
+
+The run folder is locked while training (:mod:`stlic.training.run_lock`; a second ``stlic train``
+on it stops with an error), temporary files a killed run left there are removed, and a folder
+that already holds a run is refused unless ``--resume`` (continue it) or ``--force`` (start over:
+its checkpoint and model are deleted).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -29,62 +36,114 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="override the config's precision")
     parser.add_argument("--seed", type=int, help="override the config's seed")
+    parser.add_argument("-f", "--force", action="store_true",
+                        help="start over in a run folder that already holds a run (deletes its checkpoint)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def _config(args: argparse.Namespace):
-    from stlic.training.checkpoint import load_checkpoint
+def _config(args: argparse.Namespace, state: dict | None):
     from stlic.training.config import TrainConfig, load_config
 
     if args.config is not None:
         config = load_config(args.config)
-    elif args.resume:
-        config = TrainConfig.from_dict(load_checkpoint(args.out)["config"])
+    elif state is not None:
+        config = TrainConfig.from_dict(state["config"])
     else:
         raise ValueError("--config is required (unless --resume takes it from the checkpoint)")
     changes = {key: getattr(args, key) for key in ("precision", "seed") if getattr(args, key) is not None}
     return config.replace(**changes) if changes else config
 
 
+def _check_same_model(config, state: dict, out: Path) -> None:
+    """A --config given with --resume must build the checkpoint's model and discriminator."""
+    import dataclasses
+
+    from stlic.training.config import TrainConfig
+
+    stored = TrainConfig.from_dict(state["config"])
+    pairs = (("model", dataclasses.asdict(stored.model_config()), dataclasses.asdict(config.model_config())),
+             ("discriminator", dataclasses.asdict(stored.discriminator), dataclasses.asdict(config.discriminator)))
+    for section, old, new in pairs:
+        changed = [f"{key} {old[key]!r} -> {new.get(key)!r}" for key in old if old[key] != new.get(key)]
+        if changed:
+            raise ValueError(f"--config builds a different {section} than the checkpoint in {str(out)!r} "
+                             f"({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}); "
+                             "resume without --config to use the checkpoint's own")
+
+
+def _prepare_run_folder(args: argparse.Namespace, out: Path) -> None:
+    """Under the lock: drop a killed run's temporaries; refuse to train over a run unless asked."""
+    from stlic.checkpoints import remove_stale_temporaries
+    from stlic.training.checkpoint import CHECKPOINT_NAME
+
+    removed = remove_stale_temporaries(out, (CHECKPOINT_NAME, "model.pt"))
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) a killed run left in {out}", file=sys.stderr)
+    if args.resume:
+        return
+    existing = [out / name for name in (CHECKPOINT_NAME, "model.pt") if (out / name).exists()]
+    if existing and not args.force:
+        raise FileExistsError(f"run folder {str(out)!r} already holds a run ({existing[0].name}); "
+                              "use --resume to continue it or --force to start over")
+    for path in existing:
+        path.unlink()
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from stlic.checkpoints import save_model_checkpoint
+    from stlic.output_files import check_writable_folder
+    from stlic.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
     from stlic.training.distributed import init_distributed
     from stlic.training.finite import NonFiniteLossError
+    from stlic.training.run_lock import RunLock
     from stlic.training.solver import STLICSolver
 
     if args.steps is not None and args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
+    if args.resume and args.force:
+        raise ValueError("--resume and --force contradict each other (continue the run, or start over)")
+    if args.resume and args.init:
+        raise ValueError("--init starts a new run from trained weights; it cannot be combined with --resume")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; give a run folder")
+    check_writable_folder(out, "--out")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda requested but CUDA is not available")
     context = init_distributed(device)
     if context.enabled and device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
-    config = _config(args)
-    out = Path(args.out)
-    solver = STLICSolver(config, device=device, out_dir=out, data=args.data, context=context)
-    if args.resume and args.init:
-        raise ValueError("--init starts a new run; it cannot be combined with --resume")
-    if args.resume:
-        print(f"resuming {out} from step {solver.resume()}", file=sys.stderr)
-    elif args.init:
-        from stlic.training.initialize import init_main_network
-
-        report = init_main_network(solver.model, args.init)
-        print(report.summary(), file=sys.stderr)
+    with RunLock(out) if context.is_main else contextlib.nullcontext():
         if context.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            report.save(out / "init.json")
-    try:
-        solver.fit(args.steps)
-    except NonFiniteLossError as error:
-        print(f"stlic train: stopped: {error}; the last good checkpoint is kept in {out}", file=sys.stderr)
-        return 3
-    if context.is_main:
-        solver.model.update(force=True)
-        path = save_model_checkpoint(out / "model.pt", solver.model.eval(), solver.model_config,
-                                     extra={"step": solver.step, "train_config": config.to_dict()})
-        print(f"exported {path} at step {solver.step}")
+            _prepare_run_folder(args, out)
+        state = load_checkpoint(out, map_location=device) if args.resume else None
+        config = _config(args, state)
+        if state is not None and args.config is not None:
+            _check_same_model(config, state, out)
+        solver = STLICSolver(config, device=device, out_dir=out, data=args.data, context=context)
+        if state is not None:
+            solver.load_state_dict(state)
+            print(f"resuming {out} from step {solver.step}", file=sys.stderr)
+        elif args.init:
+            from stlic.training.initialize import init_main_network
+
+            report = init_main_network(solver.model, args.init)
+            print(report.summary(), file=sys.stderr)
+            if context.is_main:
+                report.save(out / "init.json")
+        try:
+            solver.fit(args.steps)
+        except NonFiniteLossError as error:
+            kept = (f"the last good checkpoint is kept in {out / CHECKPOINT_NAME}" if (out / CHECKPOINT_NAME).is_file()
+                    else "no checkpoint had been written yet")
+            print(f"stlic train: stopped: {error}; {kept}", file=sys.stderr)
+            return 3
+        if context.is_main:
+            solver.model.update(force=True)
+            path = save_model_checkpoint(out / "model.pt", solver.model.eval(), solver.model_config,
+                                         extra={"step": solver.step, "train_config": config.to_dict()})
+            print(f"exported {path} at step {solver.step}")
     return 0

@@ -48,12 +48,15 @@ def most_textured_crop(image: Tensor, size: int | None = None) -> Crop:
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
-    """Tight layout, create the folder, save (format from the suffix), close; returns the path."""
+    """Tight layout, save atomically (format from the suffix; :mod:`stlic.output_files`), close; returns the path."""
+    from stlic.output_files import atomic_write
+
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda handle: fig.savefig(handle, dpi=dpi, format=path.suffix[1:] or "png"))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -11,7 +11,10 @@ is ``-LPIPS``, so the sign convention is the same.
 
 Inputs: ``stlic eval`` summaries (``summary.json`` or the folder holding it; points of the same
 ``method`` form one curve) and anchor CSVs (columns ``bpp,psnr`` and optionally ``lpips``,
-``ms_ssim``, ``fid``, ``method``; ``#`` lines are comments).
+``ms_ssim``, ``fid``, ``method``; ``#`` lines are comments). An anchor with an ``lpips`` column
+must name its variant in an ``lpips_variant`` column (``LPIPS(alex)``, ``ST-LPIPS(vgg)``, ... as
+``stlic eval`` labels its own); LPIPS curves of different variants are never compared (their
+BD row is NaN with a note, and a warning is raised), since the scales differ.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ class RDCurve:
     bpp: np.ndarray
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
     source: str = ""
+    lpips_variant: str | None = None  # e.g. "LPIPS(alex)", "ST-LPIPS(vgg)"; None: unknown
 
     def __post_init__(self) -> None:
         order = np.argsort(self.bpp)
@@ -71,8 +75,28 @@ def load_anchor_csv(path: str | Path) -> RDCurve:
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}; found {list(frame.columns)}")
     method = str(frame["method"].iloc[0]) if "method" in frame.columns else path.stem
-    metrics = {m: frame[m].to_numpy(dtype=float) for m in METRICS if m in frame.columns}
-    return RDCurve(method, frame["bpp"].to_numpy(dtype=float), metrics, source=str(path))
+    try:
+        metrics = {m: frame[m].to_numpy(dtype=float) for m in ("bpp", *METRICS) if m in frame.columns}
+    except ValueError as error:
+        raise ValueError(f"{path}: a value is not a number ({error})") from None
+    variant = None
+    if "lpips" in metrics:
+        variants = set(frame["lpips_variant"].dropna().astype(str).str.strip()) if "lpips_variant" in frame else set()
+        if len(variants) != 1:
+            raise ValueError(f"{path}: an lpips column needs one lpips_variant naming the LPIPS variant "
+                             f"(e.g. LPIPS(alex), ST-LPIPS(vgg)); found {sorted(variants) or 'none'}")
+        (variant,) = variants
+    return RDCurve(method, metrics.pop("bpp"), metrics, source=str(path), lpips_variant=variant)
+
+
+def lpips_mismatch(test: RDCurve, anchor: RDCurve) -> str | None:
+    """Why the LPIPS values of two curves cannot be compared (None when they can)."""
+    if test.lpips_variant is None or anchor.lpips_variant is None:
+        unknown = test.method if test.lpips_variant is None else anchor.method
+        return f"LPIPS variant of {unknown!r} unknown: not compared"
+    if test.lpips_variant != anchor.lpips_variant:
+        return f"LPIPS variants differ ({test.lpips_variant} vs {anchor.lpips_variant}): not compared"
+    return None
 
 
 def _summary_path(path: Path) -> Path:
@@ -85,18 +109,29 @@ def _summary_path(path: Path) -> Path:
 def load_eval_summaries(paths: list[str | Path], output: str = "refined") -> list[RDCurve]:
     """Group ``stlic eval`` summaries into one curve per method, using ``output`` (refined|decoder)."""
     points: dict[str, list[tuple[float, dict[str, float]]]] = {}
+    variants: dict[str, set] = {}
     for path in paths:
         summary_file = _summary_path(Path(path))
-        summary = json.loads(summary_file.read_text())
+        try:
+            summary = json.loads(summary_file.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"{summary_file} is not an eval summary (invalid JSON: {error})") from None
+        if not isinstance(summary, dict) or not {"method", "bpp", "outputs"} <= set(summary):
+            raise ValueError(f"{summary_file} is not an eval summary (needs 'method', 'bpp' and 'outputs')")
         outputs = summary.get("outputs", {})
         if output not in outputs:
             raise ValueError(f"{summary_file}: no {output!r} output (has {sorted(outputs)})")
         values = {m: _as_float(outputs[output].get(m)) for m in METRICS}
         points.setdefault(summary["method"], []).append((float(summary["bpp"]), values))
+        variants.setdefault(summary["method"], set()).add(summary.get("lpips_name"))
     curves = []
     for method, items in points.items():
+        if len(variants[method]) > 1:
+            raise ValueError(f"method {method!r}: its summaries use different LPIPS variants "
+                             f"{sorted(map(str, variants[method]))}")
         metrics = {m: np.array([v[m] for _, v in items]) for m in METRICS}
-        curves.append(RDCurve(method, np.array([b for b, _ in items]), metrics, source=output))
+        (variant,) = variants[method]
+        curves.append(RDCurve(method, np.array([b for b, _ in items]), metrics, source=output, lpips_variant=variant))
     return curves
 
 
@@ -137,13 +172,19 @@ def compare_to_anchors(
     """BD-rate / BD-quality of every curve against every anchor on each shared metric.
 
     Pairs that cannot be compared get NaN and a ``note`` saying why (instead of failing); warnings
-    of the ``bjontegaard`` package (e.g. insufficient curve overlap) go into ``note`` too.
+    of the ``bjontegaard`` package (e.g. insufficient curve overlap) go into ``note`` too. LPIPS
+    of different (or unknown) variants is not compared, with a warning (:func:`lpips_mismatch`).
     """
     rows = []
     for test in curves:
         for anchor in anchors:
             for metric in metrics:
                 if not (test.has(metric) and anchor.has(metric)):
+                    continue
+                mismatch = lpips_mismatch(test, anchor) if metric == "lpips" else None
+                if mismatch:
+                    warnings.warn(f"{test.method} vs {anchor.method}: {mismatch}", stacklevel=2)
+                    rows.append(BDResult(test.method, anchor.method, metric, math.nan, math.nan, mismatch))
                     continue
                 try:
                     with warnings.catch_warnings(record=True) as caught:

@@ -6,6 +6,7 @@ and ``refined`` (UNet refiner output, what the paper reports).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -81,17 +82,20 @@ def _json_safe(value: object) -> object:
 
 def write_results(out_dir: Path, summary: EvalSummary, images: list[ImageResult]) -> dict[str, Path]:
     """Write ``per_image.csv``, ``summary.json`` and ``table3.md`` into ``out_dir``."""
+    from stlic.output_files import atomic_write_text
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"per_image": out_dir / "per_image.csv", "summary": out_dir / "summary.json", "table": out_dir / "table3.md"}
-    with open(paths["per_image"], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[f.name for f in fields(ImageResult)])
-        writer.writeheader()
-        writer.writerows(asdict(result) for result in images)
-    paths["summary"].write_text(json.dumps(_json_safe(asdict(summary)), indent=2) + "\n")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=[f.name for f in fields(ImageResult)])
+    writer.writeheader()
+    writer.writerows(asdict(result) for result in images)
+    atomic_write_text(paths["per_image"], table.getvalue())
+    atomic_write_text(paths["summary"], json.dumps(_json_safe(asdict(summary)), indent=2) + "\n")
     notes = "".join(f"\n- {note}" for note in summary.notes)
     header = (
         f"Evaluation of `{summary.checkpoint}` on `{summary.data}` ({summary.num_images} images). "
         f"PSNR: mean of per-image PSNR; bpp: file size.{notes}\n\n"
     )
-    paths["table"].write_text(header + summary.table_markdown())
+    atomic_write_text(paths["table"], header + summary.table_markdown())
     return paths

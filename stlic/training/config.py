@@ -1,18 +1,21 @@
 """Training configuration: a YAML file validated into nested dataclasses.
 
-Every section is a frozen dataclass; :func:`load_config` rejects an unknown key (naming the
-key and its section), a missing required key and a value of the wrong type. The loss weights
+Every section is a frozen dataclass; :func:`load_config` rejects invalid YAML, an unknown key
+(naming the key and its section), a missing required key, a value of the wrong type, a non-finite
+number and a number out of its range (learning rates > 0, weight decays >= 0, betas in [0, 1),
+``grad_clip`` > 0, counts >= 1, ...), each error naming the key (``optim.grad_clip: must be > 0``). The loss weights
 of the paper's Table II live in ``loss_weights``; ``rate`` is the range ``[lo, hi]`` from which
 the rate coefficient lambda is drawn log-uniformly per batch (QVRF variable rate).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Callable, Mapping, Union
 
 import yaml
 
@@ -29,6 +32,21 @@ SMALL_IMAGE_POLICIES = ("pad", "upscale")
 
 class ConfigError(ValueError):
     """A training config that does not match the schema (unknown key, wrong type, bad value)."""
+
+
+def _require(where: str, value: Any, ok: bool, rule: str) -> None:
+    """Raise :class:`ConfigError` ``"<where>: must be <rule>, got <value>"`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{where}: must be {rule}, got {value!r}")
+
+
+def _check_fields(section: str, owner: Any, names: tuple[str, ...], rule: str, test: Callable[[Any], bool],
+                  optional: bool = False) -> None:
+    """Check fields ``names`` of dataclass ``owner`` (None allowed when ``optional``)."""
+    for name in names:
+        value = getattr(owner, name)
+        if not (optional and value is None):
+            _require(f"{section}.{name}", value, test(value), rule)
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,12 @@ class PerceptualConfig:
     vgg_weights: Union[str, None] = None
     vgg_backbone: str = "auto"
 
+    def __post_init__(self) -> None:
+        for name, choices in (("lpips_net", ("vgg", "alex")), ("lpips_source", ("stlpips", "lpips")),
+                              ("vgg_backbone", ("auto", "vgg16", "stlpips-vgg16"))):
+            _require(f"perceptual.{name}", getattr(self, name), getattr(self, name) in choices, f"one of {choices}")
+        _check_fields("perceptual", self, ("wasserstein_num_scales",), ">= 1", lambda v: v >= 1, optional=True)
+
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
@@ -102,10 +126,18 @@ class DiscriminatorConfig:
     base_channels: int = 64
     n_layers: int = 4
 
+    def __post_init__(self) -> None:
+        _check_fields("discriminator", self, ("base_channels", "n_layers"), ">= 1", lambda v: v >= 1)
+
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW for main + refiner (lr, then ``finetune_lr`` from ``finetune_step``), aux and D."""
+    """AdamW for main + refiner (lr, then ``finetune_lr`` from ``finetune_step``), aux and D.
+
+    The discriminator's AdamW uses ``disc_lr`` (then ``disc_finetune_lr`` from ``finetune_step``;
+    None: dropped by the same factor as the main learning rate, ``disc_lr * finetune_lr / lr``)
+    and ``disc_weight_decay`` (default 0.01, torch's AdamW default that earlier runs used).
+    """
 
     lr: float = 1e-4
     finetune_lr: float = 1e-5
@@ -116,6 +148,18 @@ class OptimConfig:
     aux_lr: float = 1e-3
     disc_lr: float = 1e-4
     disc_betas: tuple[float, float] = (0.5, 0.999)
+    disc_weight_decay: float = 0.01
+    disc_finetune_lr: Union[float, None] = None
+
+    def __post_init__(self) -> None:
+        positive = lambda v: v > 0  # noqa: E731
+        _check_fields("optim", self, ("lr", "finetune_lr", "aux_lr", "disc_lr"), "> 0", positive)
+        _check_fields("optim", self, ("disc_finetune_lr", "grad_clip"), "> 0 (or null)", positive, optional=True)
+        _check_fields("optim", self, ("weight_decay", "disc_weight_decay"), ">= 0", lambda v: v >= 0)
+        _check_fields("optim", self, ("finetune_step",), ">= 0 (or null)", lambda v: v >= 0, optional=True)
+        for name in ("betas", "disc_betas"):
+            for index, beta in enumerate(getattr(self, name)):
+                _require(f"optim.{name}[{index}]", beta, 0 <= beta < 1, "in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -140,12 +184,14 @@ class ScheduleConfig:
     stages: tuple[Stage, ...]
     adversarial_start: int = 0
     small_images: str = "pad"
+    strict_data: bool = False  # True: a corrupt training image stops training (default: skipped, warned)
 
     def __post_init__(self) -> None:
         if not self.stages:
             raise ConfigError("schedule.stages: at least one stage is required")
         if self.small_images not in SMALL_IMAGE_POLICIES:
             raise ConfigError(f"schedule.small_images: one of {SMALL_IMAGE_POLICIES}, got {self.small_images!r}")
+        _require("schedule.adversarial_start", self.adversarial_start, self.adversarial_start >= 0, ">= 0")
 
     @property
     def total_steps(self) -> int:
@@ -187,6 +233,8 @@ class TrainConfig:
         for name in ("batch_size", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        _require("num_workers", self.num_workers, self.num_workers >= 0, ">= 0")
+        _require("seed", self.seed, 0 <= self.seed < 2**63, "in [0, 2**63)")
 
     def model_config(self):
         """ModelConfig of the run, its rate levels spanning ``loss_weights.rate``."""
@@ -209,8 +257,11 @@ def load_config(path: str | Path) -> TrainConfig:
     from stlic.paths import resolve_config
 
     resolved = resolve_config(path)
-    with open(resolved, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle)
+    try:
+        with open(resolved, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{resolved}: invalid YAML: {' '.join(str(error).split())}") from None
     try:
         return TrainConfig.from_dict(data if data is not None else {})
     except ConfigError as error:
@@ -266,6 +317,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
         return dict(value)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
         return float(value)
     if hint in (int, str, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value

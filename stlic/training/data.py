@@ -9,6 +9,11 @@ Images smaller than the patch are, per ``small_images``:
 * ``"pad"``: reflect-padded (bottom/right) up to the patch size, repeating the reflection when
   the image is less than half the patch;
 * ``"upscale"``: resized (bicubic, aspect kept) so the shorter side equals the patch size.
+
+A file that is not an image, or an image whose pixels cannot be decoded (truncated, corrupt,
+above Pillow's decompression-bomb limit), is skipped with a warning naming it (the sample falls
+to the next readable file of the list, so the stream stays a pure function of its seeds); with
+``strict=True`` (config ``schedule.strict_data``) it stops training with an error instead.
 """
 from __future__ import annotations
 
@@ -27,30 +32,33 @@ from stlic.codec.image_io import read_image
 from stlic.paths import default_train_images, shared_data
 
 
-def find_images(sources: Sequence[str | Path]) -> list[Path]:
+def find_images(sources: Sequence[str | Path], strict: bool = False) -> list[Path]:
     """Image files under ``sources`` (folders, searched recursively, or single files), sorted.
 
-    A file PIL cannot identify is skipped with a warning naming it; a source without any image
-    raises ``ValueError``.
+    A file PIL cannot identify is skipped with a warning naming it (``strict``: ``ValueError``);
+    a source without any image raises ``ValueError``.
     """
     images: list[Path] = []
     for source in map(Path, sources):
         if not source.exists():
             raise FileNotFoundError(f"training data {str(source)!r} does not exist")
         candidates = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
-        found = [path for path in candidates if not path.name.startswith(".") and _is_image(path)]
+        found = [path for path in candidates if not path.name.startswith(".") and _is_image(path, strict)]
         if not found:
             raise ValueError(f"no images found in training data {str(source)!r}")
         images += found
     return images
 
 
-def _is_image(path: Path) -> bool:
+def _is_image(path: Path, strict: bool = False) -> bool:
     """PIL identifies the file from its header (cheap: pixels are decoded on first use)."""
     try:
         with Image.open(path):
             return True
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if strict:
+            raise ValueError(f"training data {str(path)!r} is not a readable image ({error}); "
+                             "strict data: remove it or set schedule.strict_data: false") from None
         warnings.warn(f"skipping {str(path)!r}: not a readable image", stacklevel=3)
         return False
 
@@ -97,20 +105,34 @@ class ImageFolder(Dataset):
     """
 
     def __init__(self, sources: Sequence[str | Path], patch_size: int, small_images: str = "pad",
-                 cache_bytes: int = 2 << 30) -> None:
+                 strict: bool = False, cache_bytes: int = 2 << 30) -> None:
         if patch_size < 1:
             raise ValueError(f"patch_size must be positive, got {patch_size}")
         if cache_bytes < 0:
             raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
-        self.files = find_images(sources)
+        self.files = find_images(sources, strict)
         self.patch_size = patch_size
         self.small_images = small_images
+        self.strict = strict
         self.cache_bytes = cache_bytes
         self._cache: dict[int, Tensor] = {}
         self._cached_bytes = 0
 
+    def _load(self, index: int) -> Tensor:
+        """Image ``index``, else (corrupt, not strict) the next readable one, with a warning."""
+        for offset in range(len(self.files)):
+            path = self.files[(index + offset) % len(self.files)]
+            try:
+                return load_rgb(path)
+            except (ValueError, OSError) as error:
+                if self.strict:
+                    raise ValueError(f"training image {str(path)!r} cannot be decoded ({error}); strict data: "
+                                     "remove it or set schedule.strict_data: false") from None
+                warnings.warn(f"skipping training image {str(path)!r}: {error}", stacklevel=3)
+        raise ValueError(f"none of the {len(self.files)} training images can be decoded")
+
     def _pixels(self, index: int) -> Tensor:
-        """The decoded 8-bit image (3, H, W) uint8; kept in memory while the cache budget allows.
+        """Image ``index`` as 8-bit (3, H, W) uint8, kept in memory while the cache budget allows.
 
         Decoding a photograph costs far more than a training step of a small model, and the
         stored bytes are exact: ``load_rgb`` values are ``k / 255``.
@@ -118,7 +140,7 @@ class ImageFolder(Dataset):
         cached = self._cache.get(index)
         if cached is not None:
             return cached
-        pixels = load_rgb(self.files[index]).mul_(255.0).round_().to(torch.uint8)
+        pixels = self._load(index).mul_(255.0).round_().to(torch.uint8)
         if self._cached_bytes + pixels.numel() <= self.cache_bytes:
             self._cache[index] = pixels
             self._cached_bytes += pixels.numel()

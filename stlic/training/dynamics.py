@@ -56,6 +56,8 @@ def plot_dynamics(run_dir: str | Path, smooth: int = 1, out: str | Path | None =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from stlic.evaluation.figures import save_figure
+
     curves = dynamics_curves(run_dir, smooth)
     figure, axis = plt.subplots(figsize=(6.4, 3.6), dpi=150)
     axis.plot(curves.steps, curves.generator, label=r"$L_G$ (generator)", color="tab:blue")
@@ -66,8 +68,5 @@ def plot_dynamics(run_dir: str | Path, smooth: int = 1, out: str | Path | None =
     axis.set_title("Adversarial training dynamics")
     axis.legend(loc="best", frameon=False)
     axis.grid(alpha=0.3)
-    figure.tight_layout()
     path = Path(out) if out is not None else Path(run_dir) / "dynamics.png"
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

@@ -48,7 +48,9 @@ class InitReport:
         return text
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n", encoding="utf-8")
+        from stlic.output_files import atomic_write_text
+
+        atomic_write_text(path, json.dumps(asdict(self), indent=1) + "\n")
 
 
 def _read(path: Path) -> Mapping:

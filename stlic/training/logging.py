@@ -2,11 +2,13 @@
 
 ``RUN/train_log.jsonl`` holds one :meth:`StepOutput.record` per logged step. On resume the
 records after the resumed step (written after the last checkpoint, before a crash) are dropped,
-so the file reads as one uninterrupted run.
+so the file reads as one uninterrupted run; TensorBoard gets ``purge_step = resumed step + 1``
+(its events from that step on are dropped, the resumed step itself is kept, as in the JSONL).
 """
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,17 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"no training log at {str(path)!r}")
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        lines = [(number, line) for number, line in enumerate(handle, 1) if line.strip()]
+    records = []
+    for index, (number, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if index == len(lines) - 1 and not line.endswith("\n"):  # a write cut by a kill
+                warnings.warn(f"{str(path)!r}: ignoring its last line {number}, cut mid-write", stacklevel=2)
+                break
+            raise ValueError(f"{str(path)!r} line {number} is not a JSON record") from None
+    return records
 
 
 class RunLogger:
@@ -49,7 +61,8 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=resume_step)
+            purge_step = None if resume_step is None else resume_step + 1  # step resume_step is logged already
+            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=purge_step)
 
     def log(self, output: StepOutput) -> None:
         record = output.record()

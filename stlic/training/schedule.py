@@ -43,6 +43,16 @@ def learning_rate(optim: OptimConfig, step: int) -> float:
     return optim.lr
 
 
+def discriminator_learning_rate(optim: OptimConfig, step: int) -> float:
+    """``optim.disc_lr`` before ``optim.finetune_step``; from it on ``optim.disc_finetune_lr``, or
+    (None) ``disc_lr`` dropped by the main learning rate's factor ``finetune_lr / lr``."""
+    if optim.finetune_step is not None and step >= optim.finetune_step:
+        if optim.disc_finetune_lr is not None:
+            return optim.disc_finetune_lr
+        return optim.disc_lr * optim.finetune_lr / optim.lr
+    return optim.disc_lr
+
+
 def sample_rate_lambda(low: float, high: float, generator: torch.Generator) -> float:
     """Log-uniform draw from [low, high] (``low`` itself when ``low == high``)."""
     if not 0 < low <= high:

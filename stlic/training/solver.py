@@ -30,7 +30,7 @@ from stlic.training.logging import RunLogger
 from stlic.training.finite import NonFiniteLossError, check_finite_losses, clip_and_check_gradients
 from stlic.training.objective import STLICObjective, weighted_total
 from stlic.training.outputs import StepOutput
-from stlic.training.schedule import learning_rate, sample_rate_lambda, stage_at
+from stlic.training.schedule import discriminator_learning_rate, learning_rate, sample_rate_lambda, stage_at
 
 BackwardFn = Callable[[Mapping[str, Tensor], Mapping[str, float]], object]
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -73,7 +73,8 @@ class STLICSolver:
         average_gradients_in_backward(discriminator, self.context)
         self.adversarial = AdversarialLoss(
             discriminator,
-            lambda params: torch.optim.AdamW(params, lr=optim.disc_lr, betas=optim.disc_betas))
+            lambda params: torch.optim.AdamW(params, lr=optim.disc_lr, betas=optim.disc_betas,
+                                             weight_decay=optim.disc_weight_decay))
         self.refine = config.phase == "stlic"  # phase "rd": main network alone, rate + l2 + l1
         self.objective = STLICObjective(config.loss_weights, config.perceptual, self.adversarial,
                                         perceptual_on=self.refine).to(self.device)
@@ -103,6 +104,8 @@ class STLICSolver:
         lr = learning_rate(config.optim, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        for group in self.adversarial.optimizer.param_groups:
+            group["lr"] = discriminator_learning_rate(config.optim, step)
         lambda_rate = sample_rate_lambda(*config.loss_weights.rate, self.lambda_generator)
         level = self.model.level_for_lambda(lambda_rate)
         adversarial_on = self.refine and step >= config.schedule.adversarial_start
@@ -208,7 +211,8 @@ class STLICSolver:
             if stage_index != at.index:
                 stage_index, drawn = at.index, 0
             sources = self.data or list(at.stage.data) or default_data_sources()
-            dataset = ImageFolder(sources, at.stage.patch_size, self.config.schedule.small_images)
+            dataset = ImageFolder(sources, at.stage.patch_size, self.config.schedule.small_images,
+                                  strict=self.config.schedule.strict_data)
             sampler = ResumableSampler(len(dataset), self.config.seed, stream=stage_index, rank=self.context.rank,
                                        world_size=self.context.world_size, start=drawn * self.config.batch_size)
             self._batches = make_loader(dataset, self.config.batch_size, sampler, self.config.num_workers)

@@ -75,9 +75,11 @@ def test_derive_command_exports_a_config(run_dir, tmp_path, capsys):
     expected_l1 = 0.1 * (40 / 60) * table.mean.loc["l2", "decoder"] / table.mean.loc["l1", "decoder"]
     assert derived["loss_weights"]["l1"] == pytest.approx(expected_l1, rel=1e-6)
     assert derived["loss_weights"]["rate"] == [0.002, 0.02] and derived["seed"] == 1
-    assert main(["derive", str(run_dir), "--target", "equal", "--base", str(base), "--out", str(out)]) == 0
+    assert main(["derive", str(run_dir), "--target", "equal", "--base", str(base), "--out", str(out)]) == 2
+    assert "already exists; use --force" in capsys.readouterr().err
+    assert main(["derive", str(run_dir), "--target", "equal", "--base", str(base), "--out", str(out), "-f"]) == 0
     assert "residual" in capsys.readouterr().out
-    assert main(["derive", str(run_dir), "--target", "equal", "--base", str(base), "--out", str(out),
+    assert main(["derive", str(run_dir), "--target", "equal", "--base", str(base), "--out", str(out), "-f",
                  "--fixed", "oops"]) == 2
     assert "--fixed expects" in capsys.readouterr().err
 

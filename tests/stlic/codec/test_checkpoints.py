@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from stlic.checkpoints import load_model_checkpoint, save_model_checkpoint
+from stlic.checkpoints import load_model_checkpoint, save_model_checkpoint, weights_digest
 from stlic.codec.fingerprint import model_fingerprint
 from stlic.models import PRESETS, STLIC
 
@@ -44,6 +44,8 @@ def test_extra_must_be_weights_only_loadable(coding_model, tmp_path):
 def _resave(saved, tmp_path, **changes):
     payload = torch.load(saved, weights_only=True)
     payload.update(changes)
+    if "state_dict" in changes:  # a deliberate edit, not corruption: store its checksum
+        payload["weights_sha256"] = weights_digest(payload["state_dict"])
     path = tmp_path / "changed.pt"
     torch.save(payload, path)
     return path

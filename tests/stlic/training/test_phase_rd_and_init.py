@@ -122,3 +122,11 @@ def test_train_help_offers_init():
     result = subprocess.run([sys.executable, "-m", "stlic", "train", "--help"], capture_output=True, text=True,
                             check=True)
     assert "--init" in result.stdout
+
+
+def test_train_refuses_init_with_resume(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "stlic", "train", "--config", "stlic_tiny", "--out",
+                             str(tmp_path / "run"), "--resume", "--init", str(tmp_path / "x.pt")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "cannot be combined with --resume" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,113 @@
+"""Output files of the CLIs: never an input, never an existing file unless forced, written atomically.
+
+Every command that writes a file goes through :func:`check_output` before any work and
+:func:`atomic_write` at the end:
+
+* an output that is one of the inputs (same file, also through symbolic or hard links) is refused;
+* an existing output is refused unless ``force`` (``--force`` / ``-f``), as ``gzip``, ``cp -n``
+  and CompressAI's users expect from a codec;
+* the bytes go to a unique temporary file in the output's folder (``tempfile.mkstemp``: a
+  leftover ``OUT.tmp`` file, directory or symlink is never written through), are synced, then
+  moved over the output with ``os.replace`` (which replaces a symlink, never its target). The
+  file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask;
+  mkstemp's own are ``0o600``).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when both paths exist and are one file (symbolic or hard links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path when it is a readable regular file; else a ValueError / FileNotFoundError naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a directory, not a file")
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"{what} {str(path)!r} is not readable (permission denied)")
+    return path
+
+
+def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), force: bool = False,
+                 what: str = "output") -> Path:
+    """Refuse an output file that is an input, a directory, an existing file (unless ``force``)
+    or lies in a folder that cannot be written; returns it as a Path."""
+    path = Path(path)
+    for source in inputs:
+        if same_file(path, source):
+            raise ValueError(f"{what} {str(path)!r} is the input file {str(source)!r}; refusing to overwrite it")
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a directory; give a file name")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise FileExistsError(f"{what} {str(path)!r} already exists; use --force to overwrite it")
+    check_writable_folder(path.parent, what)
+    return path
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str = "output") -> Path:
+    """The nearest existing ancestor of ``folder`` must be a folder we may write into."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what} folder {str(folder)!r}: {str(existing)!r} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} folder {str(existing)!r} is not writable")
+    return folder
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(handle)`` on a unique synced temporary file beside ``path``, then move it over
+    ``path``; on any error the temporary file is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise OSError(f"cannot write {str(path)!r}: cannot create a file in its folder ({error.strerror})") from None
+    try:
+        os.fchmod(handle, 0o666 & ~_umask())
+        with os.fdopen(handle, "wb") as tmp:
+            write(tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """:func:`atomic_write` of ``data``."""
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """:func:`atomic_write` of ``text`` in UTF-8."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def temporary_files(folder: str | os.PathLike, name: str) -> list[Path]:
+    """Temporary files :func:`atomic_write` left beside ``folder/name`` (a killed writer's)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob(f".{name}.*.tmp") if p.is_file() and not p.is_symlink())
