@@ -29,7 +29,7 @@ from gradbalance.target import make_target
 def _probe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device in (None, "auto") else args.device
     target = make_target(args.model, config=args.config, preset=args.preset, device=device, data=args.data,
                          seed=args.seed, batch_size=args.batch_size, patch_size=args.patch_size)
     print(target.description)
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--steps", type=int, required=True)
     probe.add_argument("--config", help="the target's YAML config")
     probe.add_argument("--preset")
-    probe.add_argument("--device", help="default: cuda when available, else cpu")
+    probe.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: cuda when available)")
     probe.add_argument("--data", nargs="+", help="image folder(s)")
     probe.add_argument("--batch-size", type=int)
     probe.add_argument("--patch-size", type=int)

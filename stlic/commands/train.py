@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder (logs, checkpoint.pt, model.pt)")
     parser.add_argument("--steps", type=int, help="stop at this step (default: the schedule's total)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: cuda when available)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="override the config's precision")
     parser.add_argument("--seed", type=int, help="override the config's seed")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps is not None and args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but CUDA is not available")
+    from stlic.devices import resolve_device
+
+    device = resolve_device(args.device)
     context = init_distributed(device)
     if context.enabled and device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
