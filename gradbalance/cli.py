@@ -38,7 +38,7 @@ def _probe(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         _check_out(Path(args.out), [p for p in (args.config,) if p], args.force, is_dir=True)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device in (None, "auto") else args.device
     target = make_target(args.model, config=args.config, preset=args.preset, device=device, data=args.data,
                          seed=args.seed, batch_size=args.batch_size, patch_size=args.patch_size,
                          **_parse_options(args.option))
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--steps", type=positive_int, required=True)
     probe.add_argument("--config", help="the target's YAML config")
     probe.add_argument("--preset")
-    probe.add_argument("--device", help="default: cuda when available, else cpu")
+    probe.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: cuda when available)")
     probe.add_argument("--data", nargs="+", help="image folder(s)")
     probe.add_argument("--batch-size", type=positive_int)
     probe.add_argument("--patch-size", type=positive_int)

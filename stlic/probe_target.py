@@ -86,7 +86,7 @@ class STLICProbeTarget:
         self.last = self.solver.run_step(self.solver.next_batch(), backward=backward)
 
 
-def make_probe_target(config: Optional[str] = None, preset: Optional[str] = None, device: str = "cpu",
+def make_probe_target(config: Optional[str] = None, preset: Optional[str] = None, device: str = "auto",
                       data: Optional[Sequence[str]] = None, seed: Optional[int] = None,
                       batch_size: Optional[int] = None, patch_size: Optional[int] = None,
                       init: Optional[str] = "auto") -> STLICProbeTarget:
@@ -95,6 +95,9 @@ def make_probe_target(config: Optional[str] = None, preset: Optional[str] = None
     from stlic.training.data import default_data_sources
     from stlic.training.solver import STLICSolver
 
+    from stlic.devices import resolve_device
+
+    device = str(resolve_device(device))
     if preset is None:
         preset = "full" if torch.device(device).type == "cuda" else "cpu"
     threads = ""

@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--figures", type=int, default=0, metavar="K", help="save K comparison figures")
     parser.add_argument("--name", help="method name in tables and RD plots (default: checkpoint stem)")
+    parser.add_argument("--device", default="auto",
+                        help="device of the codec: auto | cpu | cuda | cuda:N (default auto: cuda when available)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("-f", "--force", action="store_true", help="replace the results already in --out")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         rate_level=args.rate_level, target_bpp=args.target_bpp, lpips_net=args.lpips_net,
         lpips_source=args.lpips_source, lpips_weights=args.lpips_weights, fid=args.fid,
         fid_min_patches=args.fid_min_patches, inception_path=args.inception, dists=args.dists,
-        limit=args.limit, figures=args.figures, method=args.name, progress=args.progress,
+        limit=args.limit, figures=args.figures, method=args.name, progress=args.progress, device=args.device,
     )
     result = evaluate(args.checkpoint, args.data, out, options)
     print(result.summary.table_markdown(), end="")

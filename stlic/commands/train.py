@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", metavar="CHECKPOINT",
                         help="start the main network from trained weights: an stlic model.pt, a training "
                              "checkpoint.pt or an official LALIC checkpoint (refiner = identity, fresh optimizers)")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: cuda when available)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="override the config's precision")
     parser.add_argument("--seed", type=int, help="override the config's seed")
     parser.add_argument("-f", "--force", action="store_true",
@@ -110,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; give a run folder")
     check_writable_folder(out, "--out")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but CUDA is not available")
+    from stlic.devices import resolve_device
+
+    device = resolve_device(args.device)
     context = init_distributed(device)
     if context.enabled and device.type == "cuda":
         device = torch.device("cuda", context.local_rank)

@@ -50,6 +50,7 @@ class EvalOptions:
     figures: int = 0
     method: str | None = None
     progress: bool = True
+    device: str = "auto"  # the codec's device (metrics run on the CPU); auto: cuda when available
 
 
 class ImageFile(NamedTuple):
@@ -169,7 +170,10 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options:
     if options.fid:  # refuse before spending minutes on coding
         patches = sum(count_fid_patches(f.height, f.width) for f in files)
         check_fid_sample_count(patches, options.fid_min_patches)
+    from stlic.devices import resolve_device
+
     model, _, _ = load_model_checkpoint(checkpoint)
+    model = model.to(resolve_device(options.device))
     metrics = _build_metrics(options)
     lpips = metrics[OUTPUTS[0]].lpips
     out = Path(out)

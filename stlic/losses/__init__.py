@@ -4,13 +4,14 @@
 from .adversarial import AdversarialLoss, DiscriminatorStep, discriminator_loss, generator_loss
 from .distortion import L1Loss, MSELoss
 from .lpips import LPIPSLoss
+from .perceptual import PerceptualLosses, PerceptualValues
 from .rate import RateLoss, bits_per_pixel, bits_per_pixel_per_image
 from .vgg import VGG16FeatureExtractor, VGGFeatures
 from .wasserstein import LocalStatistics, WassersteinDistortion, local_statistics, wasserstein_distortion
 
 __all__ = [
     "AdversarialLoss", "DiscriminatorStep", "discriminator_loss", "generator_loss",
-    "L1Loss", "MSELoss", "LPIPSLoss", "RateLoss", "bits_per_pixel", "bits_per_pixel_per_image",
+    "L1Loss", "MSELoss", "LPIPSLoss", "PerceptualLosses", "PerceptualValues", "RateLoss", "bits_per_pixel", "bits_per_pixel_per_image",
     "VGG16FeatureExtractor", "VGGFeatures", "LocalStatistics", "WassersteinDistortion",
     "local_statistics", "wasserstein_distortion",
 ]

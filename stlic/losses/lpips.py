@@ -21,7 +21,7 @@ import contextlib
 import io
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -122,6 +122,28 @@ class LPIPSLoss(nn.Module):
                 f"{tuple(x.shape)} and {tuple(y.shape)}"
             )
         return self.model(2 * x - 1, 2 * y - 1).flatten()
+
+    def normalise_input(self, x: Tensor) -> Tensor:
+        """The backbone input of [0, 1] images: the package's scaling of ``2x - 1``."""
+        return self.model.scaling_layer(2 * x - 1)
+
+    def distance_from_taps(self, taps_x: Sequence[Tensor], taps_y: Sequence[Tensor]) -> Tensor:
+        """LPIPS of each pair from the backbone's five taps (of :meth:`normalise_input` inputs).
+
+        The package's own head, unit-normalisation and spatial mean, in its order: equal to
+        :meth:`per_image` when the taps come from the same backbone.
+        """
+        if self.source == "stlpips":
+            from stlpips_pytorch.stlpips import spatial_average
+            from stlpips_pytorch.utils import normalize_tensor
+        else:
+            from lpips import normalize_tensor, spatial_average
+        total = None
+        for head, tap_x, tap_y in zip(self.model.lins, taps_x, taps_y):
+            diff = (normalize_tensor(tap_x) - normalize_tensor(tap_y)) ** 2
+            term = spatial_average(head(diff), keepdim=True)
+            total = term if total is None else total + term
+        return total.flatten()
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         return self.per_image(x, y).mean()

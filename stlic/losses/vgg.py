@@ -136,7 +136,8 @@ class VGG16FeatureExtractor(nn.Module):
         """Stays in eval mode: the backbone is a fixed measuring instrument."""
         return super().train(False)
 
-    def forward(self, x: Tensor) -> VGGFeatures:
+    def forward(self, x: Tensor, depth: int = 5) -> VGGFeatures | tuple[Tensor, ...]:
+        """The taps of [0, 1] images ``x``; ``depth`` < 5 stops after the first ``depth`` taps."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected RGB images of shape (B, 3, H, W), got {tuple(x.shape)}")
         if min(x.shape[-2:]) < self.min_input_size:
@@ -144,10 +145,19 @@ class VGG16FeatureExtractor(nn.Module):
                 f"{self.backbone_name} needs images of at least {self.min_input_size}x"
                 f"{self.min_input_size} pixels, got {tuple(x.shape[-2:])}"
             )
-        h = (x - self.mean) / self.std
+        return self.taps_of_normalised((x - self.mean) / self.std, depth)
+
+    def taps_of_normalised(self, h: Tensor, depth: int = 5) -> VGGFeatures | tuple[Tensor, ...]:
+        """The taps of an input already normalised to ``(x - mean) / std`` (no checks).
+
+        For callers that normalise with an equal affine map of their own, e.g. ST-LPIPS'
+        ``(2x - 1 - shift) / scale`` (shift = 1 - 2 mean, scale = 2 std).
+        """
+        if not 1 <= depth <= len(self.taps):
+            raise ValueError(f"depth must be in [1, {len(self.taps)}], got {depth}")
         taps = []
-        for index, layer in enumerate(self.layers):
+        for index, layer in enumerate(self.layers[: self.taps[depth - 1] + 1]):
             h = layer(h)
             if index in self.taps:
                 taps.append(h)
-        return VGGFeatures(*taps)
+        return VGGFeatures(*taps) if len(taps) == len(self.taps) else tuple(taps)

@@ -80,11 +80,14 @@ class LALIC(nn.Module):
         check_image(x)
         y = self.g_a(x)
         z = self.h_a(y)
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        if self.training:
-            medians = self.z_medians()
-            z_hat = quantize_ste(z - medians) + medians
-        y_hat, y_likelihoods = self.entropy_model(y, self.h_s(z_hat), level)
+        with torch.autocast(x.device.type, enabled=False):  # likelihoods in float32 under bf16 / fp16 autocast
+            z = z.float()
+            z_hat, z_likelihoods = self.entropy_bottleneck(z)
+            if self.training:
+                medians = self.z_medians()
+                z_hat = quantize_ste(z - medians) + medians
+            y = y.float()
+            y_hat, y_likelihoods = self.entropy_model(y, self.h_s(z_hat).float(), level)
         return LALICOutput(self.g_s(y_hat), {"y": y_likelihoods, "z": z_likelihoods}, y_hat)
 
     def aux_loss(self) -> Tensor:

@@ -100,8 +100,9 @@ class PerceptualConfig:
 
     ``vgg_backbone``: "auto" (ImageNet VGG-16 from the torch hub cache if present, else the
     ST-LPIPS VGG-16 trunk shipped offline), "vgg16" or "stlpips-vgg16". ``wasserstein_log2_sigma``
-    / ``wasserstein_num_scales`` None keep :class:`stlic.losses.WassersteinDistortion`'s defaults
-    (its 3 image scales need patches of at least 128 pixels).
+    / ``wasserstein_num_scales`` / ``wasserstein_padding`` ("zeros" or "replicate") None keep
+    :class:`stlic.losses.WassersteinDistortion`'s defaults (its 3 image scales need patches of
+    at least 128 pixels).
     """
 
     lpips_net: str = "vgg"
@@ -109,6 +110,7 @@ class PerceptualConfig:
     lpips_weights: Union[str, None] = None
     wasserstein_log2_sigma: Union[float, None] = None
     wasserstein_num_scales: Union[int, None] = None
+    wasserstein_padding: Union[str, None] = None
     vgg_weights: Union[str, None] = None
     vgg_backbone: str = "auto"
 

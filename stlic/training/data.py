@@ -102,6 +102,11 @@ class ImageFolder(Dataset):
 
     Indexed by ``(index, sample_seed)`` pairs (see :class:`ResumableSampler`); a plain ``int``
     index uses ``sample_seed = index``. Returns float (3, P, P) in [0, 1].
+
+
+    Decoded images are kept in memory as 8-bit arrays, up to ``cache_bytes`` per process
+    (default 2 GiB; 0 = off): decoding a 1024x640 PNG costs ~40 ms, more than a tiny-model step
+    spends on a whole 64-pixel crop. Cached or not, a crop holds the same pixels.
     """
 
     def __init__(self, sources: Sequence[str | Path], patch_size: int, small_images: str = "pad",

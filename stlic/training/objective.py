@@ -31,7 +31,7 @@ class STLICObjective(nn.Module):
     def __init__(self, weights: LossWeights, perceptual: PerceptualConfig, adversarial: nn.Module,
                  perceptual_on: bool = True) -> None:
         super().__init__()
-        from stlic.losses import L1Loss, LPIPSLoss, MSELoss, RateLoss, WassersteinDistortion
+        from stlic.losses import L1Loss, LPIPSLoss, MSELoss, PerceptualLosses, RateLoss, WassersteinDistortion
 
         self.coefficients = weights
         self.rate = RateLoss()
@@ -40,11 +40,12 @@ class STLICObjective(nn.Module):
         self.adversarial = adversarial
         if not perceptual_on:
             return
-        self.lpips = LPIPSLoss(net=perceptual.lpips_net, source=perceptual.lpips_source,
-                               weights_path=perceptual.lpips_weights)
-        options = {"log2_sigma": perceptual.wasserstein_log2_sigma, "num_scales": perceptual.wasserstein_num_scales}
-        self.wasserstein = WassersteinDistortion(weights_path=perceptual.vgg_weights, vgg_backbone=perceptual.vgg_backbone,
-                                                 **{k: v for k, v in options.items() if v is not None})
+        lpips = LPIPSLoss(net=perceptual.lpips_net, source=perceptual.lpips_source, weights_path=perceptual.lpips_weights)
+        options = {"log2_sigma": perceptual.wasserstein_log2_sigma, "num_scales": perceptual.wasserstein_num_scales,
+                   "padding": perceptual.wasserstein_padding}
+        wasserstein = WassersteinDistortion(weights_path=perceptual.vgg_weights, vgg_backbone=perceptual.vgg_backbone,
+                                            **{k: v for k, v in options.items() if v is not None})
+        self.perceptual = PerceptualLosses(lpips, wasserstein)  # one VGG pass per image when shared
 
     def forward(self, x: Tensor, output) -> dict[str, Tensor]:
         """Unweighted losses of one forward pass ``output`` (an STLICOutput) of batch ``x``.
@@ -63,10 +64,17 @@ class STLICObjective(nn.Module):
             return {**losses, "lpips": zero, "wasserstein": zero, "adversarial": zero}
         return {
             **losses,
-            "lpips": self.lpips(x_refined, x),
-            "wasserstein": self.wasserstein(x, x_refined),
+            **self.perceptual(x_refined, x)._asdict(),  # lpips, wasserstein
             "adversarial": self.adversarial.generator_loss(x_refined, output.y_hat.detach().float()),
         }
+
+    @property
+    def lpips(self) -> nn.Module:
+        return self.perceptual.lpips
+
+    @property
+    def wasserstein(self) -> nn.Module:
+        return self.perceptual.wasserstein
 
     def weights(self, lambda_rate: float, adversarial_on: bool = True) -> dict[str, float]:
         """Coefficients of this batch: ``rate`` -> ``lambda_rate``; L_G off during warm-up."""

@@ -9,33 +9,46 @@ from stlic.losses import WassersteinDistortion, local_statistics, wasserstein_di
 TAPS = (0.25, 0.5, 0.25)
 
 
-def _np_lowpass(a):
-    """3x3 [1/4,1/2,1/4] outer-product filter, replicate borders, explicit loops."""
+def _np_lowpass(a, stride=1, padding="zeros"):
+    """3x3 [1/4,1/2,1/4] outer-product filter with XLA "SAME" geometry, explicit loops.
+
+    Output o reads inputs o * stride - before + (0, 1, 2), before = total // 2 with
+    total = (ceil(n / stride) - 1) * stride + 3 - n (the reference's jax.lax.conv "same");
+    outside the map: 0 ("zeros") or the nearest border value ("replicate").
+    """
+    def taps(n):
+        out = -(-n // stride)
+        before = max((out - 1) * stride + 3 - n, 0) // 2
+        for o in range(out):
+            yield o, [(o * stride - before + d, TAPS[d]) for d in range(3)]
+
     height, width = a.shape
-    out = np.zeros_like(a)
-    for i in range(height):
-        for j in range(width):
-            for di in (-1, 0, 1):
-                for dj in (-1, 0, 1):
-                    ii, jj = min(max(i + di, 0), height - 1), min(max(j + dj, 0), width - 1)
-                    out[i, j] += TAPS[di + 1] * TAPS[dj + 1] * a[ii, jj]
-    return out
+    result = np.zeros((-(-height // stride), -(-width // stride)))
+    for o, rows in taps(height):
+        for q, cols in taps(width):
+            for i, wi in rows:
+                for j, wj in cols:
+                    if padding == "zeros" and not (0 <= i < height and 0 <= j < width):
+                        continue
+                    result[o, q] += wi * wj * a[min(max(i, 0), height - 1), min(max(j, 0), width - 1)]
+    return result
 
 
-def _np_wd(fa, fb, log2_sigma, levels):
+def _np_wd(fa, fb, log2_sigma, levels, padding="zeros"):
     """WD of (C, H, W) float64 maps with an (H, W) log2-sigma map, straight from the formula."""
     weight = lambda level, sigma: np.maximum(0.0, 1 - np.abs(sigma - level))  # noqa: E731
+    lowpass = lambda a, stride=1: _np_lowpass(a, stride, padding)  # noqa: E731
     total = (weight(0, log2_sigma) * (fa - fb) ** 2).mean()
     cur = [fa.copy(), fb.copy()]
     sq = [fa**2, fb**2]
     sigma = log2_sigma
     for level in range(1, levels + 1):
         if level >= 2:
-            sigma = _np_lowpass(sigma)[::2, ::2]
+            sigma = lowpass(sigma, stride=2)
         means, stds = [], []
         for k in range(2):
-            m = np.stack([_np_lowpass(c) for c in cur[k]])
-            p = np.stack([_np_lowpass(c) for c in sq[k]])
+            m = np.stack([lowpass(c) for c in cur[k]])
+            p = np.stack([lowpass(c) for c in sq[k]])
             means.append(m)
             stds.append(np.sqrt(np.maximum(p - m**2, 0)))
             cur[k], sq[k] = m[:, ::2, ::2], p[:, ::2, ::2]
@@ -44,14 +57,17 @@ def _np_wd(fa, fb, log2_sigma, levels):
     return total
 
 
+@pytest.mark.parametrize("padding", ["zeros", "replicate"])
 @pytest.mark.parametrize("sigma_kind", ["map", "scalar"])
-def test_matches_float64_brute_force(sigma_kind):
+@pytest.mark.parametrize("size", [(7, 5), (8, 6)])  # odd and even maps: the stride-2 geometry differs
+def test_matches_float64_brute_force(sigma_kind, padding, size):
     rng = np.random.default_rng(0)
-    fa, fb = rng.normal(size=(2, 7, 5)), rng.normal(size=(2, 7, 5)) * 1.5 + 0.3
-    sigma = rng.uniform(0, 3, size=(7, 5)) if sigma_kind == "map" else np.full((7, 5), 1.5)
-    expected = _np_wd(fa, fb, sigma, levels=3)
+    fa, fb = rng.normal(size=(2, *size)), rng.normal(size=(2, *size)) * 1.5 + 0.3
+    sigma = rng.uniform(0, 3, size=size) if sigma_kind == "map" else np.full(size, 1.5)
+    expected = _np_wd(fa, fb, sigma, levels=3, padding=padding)
     torch_sigma = torch.from_numpy(sigma)[None, None] if sigma_kind == "map" else 1.5
-    got = wasserstein_distortion(torch.from_numpy(fa)[None], torch.from_numpy(fb)[None], torch_sigma, num_levels=3)
+    got = wasserstein_distortion(torch.from_numpy(fa)[None], torch.from_numpy(fb)[None], torch_sigma, num_levels=3,
+                                 padding=padding)
     assert got.shape == (1,)
     assert got.item() == pytest.approx(expected, rel=1e-12)
 
@@ -127,8 +143,26 @@ def test_image_level_sigma_zero_is_sum_of_feature_mse(wd):
     with torch.no_grad():
         features_x, features_y = _independent_features(wd, x), _independent_features(wd, y)
         assert len(features_x) == 1 + 5 * 3
-        expected = sum((a - b).square().mean() for a, b in zip(features_x, features_y))
+        # sigma 0: no tap of an extra scale keeps a positive sigma, so only the full scale counts
+        expected = sum((a - b).square().mean() for a, b in zip(features_x[:6], features_y[:6]))
         torch.testing.assert_close(wd(x, y, log2_sigma=0.0), expected, rtol=1e-5, atol=0)
+
+
+def test_extra_scales_stop_at_the_last_tap_with_positive_sigma(wd):
+    """At scale s a tap of stride 2^j keeps log2 sigma - s - j; taps left at 0 are not computed."""
+    assert wd.scale_depths(5.0) == [5, 4, 3]
+    assert wd.scale_depths(2.0) == [5, 1, 0]
+    assert wd.scale_depths(torch.tensor([[[[0.5, 2.5]]]])) == [5, 2, 1]
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.rand(1, 3, 72, 72, generator=g), torch.rand(1, 3, 72, 72, generator=g)
+    with torch.no_grad():
+        features_x, features_y = _independent_features(wd, x), _independent_features(wd, y)
+        kept = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13]  # image, 5 full, 4 at /2, 3 at /4
+        expected = 0
+        for i in kept:
+            log2_ratio = np.log2(72 / np.array(features_x[i].shape[-2:])).mean()  # feature stride
+            expected = expected + wasserstein_distortion(features_x[i], features_y[i], max(0.0, 5.0 - log2_ratio))
+        torch.testing.assert_close(wd.per_image(x, y, 5.0), expected, rtol=1e-5, atol=0)
 
 
 def test_image_level_noise_textures_score_below_mse(wd):
@@ -164,8 +198,23 @@ def test_bad_inputs_are_named(wd):
     with pytest.raises(ValueError, match="log2_sigma map"):
         wd(x, x, log2_sigma=torch.ones(1, 3, 72, 72))
     with pytest.raises(ValueError, match="num_scales"):
-        wd(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
+        wd(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64), log2_sigma=5.0)  # 3 scales: >= 72 px
     with pytest.raises(ValueError, match="equal shape"):
         wd(x, torch.rand(1, 3, 72, 96))
     with pytest.raises(ValueError, match="equal shape"):
         wasserstein_distortion(torch.rand(1, 2, 4, 4), torch.rand(1, 2, 4, 5), 1.0)
+
+
+def test_default_sigma_is_texture_tolerant_where_sigma_2_was_feature_mse(wd):
+    """A photo shifted by 4 px (same content and texture, every pixel moved): at the default
+    log2 sigma WD forgives most of the feature MSE; at the old default 2 it was the MSE."""
+    import skimage.data
+
+    one_scale = WassersteinDistortion(num_scales=1, backbone=wd.backbone)
+    assert one_scale.log2_sigma == 5.0 and one_scale.padding == "zeros"
+    photo = torch.from_numpy(skimage.data.astronaut()[:128, 128:256] / 255.0).permute(2, 0, 1)[None].float()
+    shifted = torch.roll(photo, 4, dims=-1)
+    with torch.no_grad():
+        feature_mse = one_scale(photo, shifted, 0.0).item()
+        assert one_scale(photo, shifted, 2.0).item() > 0.95 * feature_mse
+        assert one_scale(photo, shifted).item() < 0.5 * feature_mse

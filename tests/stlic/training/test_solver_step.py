@@ -113,3 +113,12 @@ def test_mixed_precision_step_matches_fp32_losses(tmp_path, precision):
         assert out.losses[name] == pytest.approx(fp32.losses[name], rel=0.05), name
     assert mixed.scaler.is_enabled() == (precision == "fp16")
     assert "scale" in mixed.state_dict()["scaler"] or precision == "bf16"
+
+
+def test_bf16_autocast_keeps_the_entropy_model_in_float32(solver):
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = solver.model.main(x, level=1.0)
+    assert out.x_hat.dtype == torch.bfloat16  # the transforms run in bf16
+    assert all(v.dtype == torch.float32 for v in out.likelihoods.values()) and out.y_hat.dtype == torch.float32

@@ -86,6 +86,22 @@ def test_crop_is_deterministic_in_the_sample_seed(photos):
     assert any(torch.equal(patch, w) or torch.equal(patch, w.flip(-1)) for w in windows)
 
 
+def test_decoded_image_cache_gives_the_same_crops_and_respects_its_bound(mixed_folder):
+    root, _, _ = mixed_folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cached = ImageFolder([root], patch_size=64)
+        uncached = ImageFolder([root], patch_size=64, cache_bytes=0)
+        bounded = ImageFolder([root], patch_size=64, cache_bytes=3 * 70 * 90)  # room for one image
+    for _ in range(2):  # second round: from the cache
+        for index in range(len(cached)):
+            expected = uncached[(index, 5 + index)]
+            assert torch.equal(cached[(index, 5 + index)], expected)
+            assert torch.equal(bounded[(index, 5 + index)], expected)
+    assert len(cached._cache) == len(cached) and not uncached._cache
+    assert sum(p.numel() for p in bounded._cache.values()) <= 3 * 70 * 90
+
+
 def test_folder_without_images_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.md").write_text("# nothing")
