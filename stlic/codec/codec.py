@@ -53,9 +53,11 @@ def coding_level(model: nn.Module, level: float) -> float:
     return float(np.float32(level))
 
 
-def numerics(device: torch.device) -> str:
-    """What the entropy parameters were computed with, e.g. ``"cuda float64 torch 2.9.1"``."""
-    return f"{torch.device(device).type} {str(PARAMETER_DTYPE).removeprefix('torch.')} torch {torch.__version__}"
+def numerics(model: nn.Module) -> str:
+    """What ``model`` computes the entropy parameters with, e.g. ``"cuda float64 torch 2.9.1"``."""
+    device = next(model.parameters()).device
+    dtype = getattr(getattr(model, "main", model), "parameter_dtype", PARAMETER_DTYPE)
+    return f"{device.type} {str(dtype).removeprefix('torch.')} torch {torch.__version__}"
 
 
 @torch.no_grad()
@@ -63,11 +65,10 @@ def compress_image(model: nn.Module, image: Tensor, level: float) -> bytes:
     """Encode one image (values in [0, 1], any size) into ``.stlic`` bytes."""
     batch = _as_batch(image)
     level = coding_level(model, level)
-    device = next(model.parameters()).device
-    compressed = model.compress(batch.to(device), level)
+    compressed = model.compress(batch.to(next(model.parameters()).device), level)
     container = Container(
         fingerprint=model_fingerprint(model),
-        encoder=numerics(device),
+        encoder=numerics(model),
         original_size=tuple(int(s) for s in batch.shape[-2:]),
         level=level,
         latent_shape=tuple(int(s) for s in compressed.shape),
@@ -125,10 +126,12 @@ def decompress_image(model: nn.Module, data: bytes, max_pixels: int = DECODE_MAX
     try:
         return model.decompress(strings, container.latent_shape, container.level, container.original_size)
     except SymbolChecksumError as error:
-        here = numerics(next(model.parameters()).device)
+        if error.latent != "y":
+            raise
+        here = numerics(model)
         raise SymbolChecksumError(
             f"{error}; the file was encoded with '{container.encoder}', this decoder runs '{here}': "
-            "decode with the encoder's device and numerics"
+            "decode with the encoder's device and numerics", error.latent,
         ) from None
 
 

@@ -153,15 +153,15 @@ class SCCTXEntropyModel(nn.Module):
         """Deterministic ``y_hat``, equal bit for bit to ``decompress(compress(y))``."""
         return self.run(hyper, RoundingQuantizer(self._split(y, hyper), self.gain(level))).y_hat
 
-    def compress(self, y: Tensor, hyper: Tensor, level: float) -> tuple[bytes, Tensor]:
-        """rANS string of one latent (batch 1) and its ``y_hat``."""
+    def compress(self, y: Tensor, hyper: Tensor, level: float, seed: int = 0) -> tuple[bytes, Tensor]:
+        """rANS string of one latent (batch 1) and its ``y_hat``; ``seed`` starts the symbol checksum."""
         if y.shape[0] != 1:
             raise ValueError(f"SCCTXEntropyModel.compress codes one image at a time, got batch {y.shape[0]}")
-        encoder = RansLatentEncoder(self._split(y, hyper), self.gain(level), self.gaussian_conditional)
+        encoder = RansLatentEncoder(self._split(y, hyper), self.gain(level), self.gaussian_conditional, seed)
         y_hat = self.run(hyper, encoder).y_hat
         return encoder.finish(), y_hat
 
-    def decompress(self, string: bytes, hyper: Tensor, level: float) -> Tensor:
+    def decompress(self, string: bytes, hyper: Tensor, level: float, seed: int = 0) -> Tensor:
         """``y_hat`` of one latent (batch 1) from its string and hyper features.
 
         Raises ``LatentStringError`` for a malformed string (before decoding) and
@@ -171,7 +171,7 @@ class SCCTXEntropyModel(nn.Module):
         if hyper.shape[0] != 1:
             raise ValueError(f"SCCTXEntropyModel.decompress decodes one image at a time, got batch {hyper.shape[0]}")
         n_symbols = sum(self.groups) * hyper.shape[-2] * hyper.shape[-1]
-        decoder = RansLatentDecoder(string, n_symbols, self.gain(level), self.gaussian_conditional)
+        decoder = RansLatentDecoder(string, n_symbols, self.gain(level), self.gaussian_conditional, seed)
         y_hat = self.run(hyper, decoder).y_hat
         decoder.finish()
         return y_hat

@@ -89,10 +89,12 @@ class _CodingTables:
 class RansLatentEncoder(RoundingQuantizer):
     """Rounds like ``RoundingQuantizer`` and codes the symbols pass by pass (``ChunkedRansEncoder``)."""
 
-    def __init__(self, y_groups: tuple[Tensor, ...], gain: Tensor, gaussian: GaussianConditional) -> None:
+    def __init__(
+        self, y_groups: tuple[Tensor, ...], gain: Tensor, gaussian: GaussianConditional, seed: int = 0
+    ) -> None:
         super().__init__(y_groups, gain)
         self.tables = _CodingTables(gaussian, gain)
-        self.encoder = ChunkedRansEncoder(self.tables.cdf)
+        self.encoder = ChunkedRansEncoder(self.tables.cdf, seed)
 
     def record(self, symbols: Tensor, mask: Tensor, scales: Tensor) -> None:
         values = torch.masked_select(symbols, mask).to(torch.int32).cpu()
@@ -105,10 +107,12 @@ class RansLatentEncoder(RoundingQuantizer):
 class RansLatentDecoder:
     """Decodes the symbols of each pass from the string and dequantises them."""
 
-    def __init__(self, string: bytes, n_symbols: int, gain: Tensor, gaussian: GaussianConditional) -> None:
+    def __init__(
+        self, string: bytes, n_symbols: int, gain: Tensor, gaussian: GaussianConditional, seed: int = 0
+    ) -> None:
         self.gain = gain
         self.tables = _CodingTables(gaussian, gain)
-        self.decoder = ChunkedRansDecoder(string, n_symbols, self.tables.cdf)
+        self.decoder = ChunkedRansDecoder(string, n_symbols, self.tables.cdf, seed=seed)
 
     def __call__(self, group: int, mask: Tensor, scales: Tensor, means: Tensor) -> Tensor:
         mask = mask.expand_as(scales)

@@ -6,7 +6,9 @@ strings therefore carries what the decoder needs to stay inside its buffers::
 
     chunk lengths   u32 per chunk, ceil(n_symbols / CHUNK_SYMBOLS) chunks
     chunks          CompressAI rANS streams (Rans64: whole 32-bit words, at least 8 bytes)
-    checksum        u32, zlib.crc32 of (CDF index, symbol) int32 pairs in coding order
+    checksum        u32, zlib.crc32 of (CDF index, symbol) int32 pairs in coding order,
+                    continuing from a seed (the y string's seed is the z string's checksum,
+                    so a y string spliced from another file fails too)
 
 Each chunk codes at most ``CHUNK_SYMBOLS`` consecutive symbols (the passes of the SCCTX walk
 may cross chunks) and is decoded from a copy padded with ``decoder_padding`` zero bytes: the
@@ -37,7 +39,13 @@ class LatentStringError(ValueError):
 
 
 class SymbolChecksumError(ValueError):
-    """Decoded symbols / CDF indexes differ from the encoder's: other numerics, or a corrupt file."""
+    """Decoded symbols / CDF indexes differ from the encoder's: other numerics, or a corrupt file.
+
+    ``latent`` names the string ("y" or "z")."""
+
+    def __init__(self, message: str, latent: str) -> None:
+        super().__init__(message)
+        self.latent = latent
 
 
 def decoder_padding(n_symbols: int, n_bytes: int) -> int:
@@ -77,10 +85,10 @@ class CdfTables:
 class ChunkedRansEncoder:
     """Codes (index, symbol) pairs in order into chunks of at most CHUNK_SYMBOLS symbols."""
 
-    def __init__(self, tables: CdfTables) -> None:
+    def __init__(self, tables: CdfTables, seed: int = 0) -> None:
         self.tables = tables
         self.chunks: list[bytes] = []
-        self.encoder, self.in_chunk, self.crc = BufferedRansEncoder(), 0, 0
+        self.encoder, self.in_chunk, self.crc = BufferedRansEncoder(), 0, seed
 
     def encode(self, indexes: Tensor, symbols: Tensor) -> None:
         """Code 1-d int tensors of CDF indexes and symbols (same length)."""
@@ -141,11 +149,11 @@ def split_chunks(string: bytes, n_symbols: int, name: str = "y") -> list[bytes]:
 class ChunkedRansDecoder:
     """Decodes what ChunkedRansEncoder wrote, never reading outside its (padded) buffers."""
 
-    def __init__(self, string: bytes, n_symbols: int, tables: CdfTables, name: str = "y") -> None:
+    def __init__(self, string: bytes, n_symbols: int, tables: CdfTables, name: str = "y", seed: int = 0) -> None:
         self.chunks = split_chunks(string, n_symbols, name)
         (self.expected_crc,) = _U32.unpack(bytes(string[-_U32.size:]))
         self.tables, self.n_symbols, self.name = tables, n_symbols, name
-        self.decoded, self.crc, self.chunk, self.left = 0, 0, -1, 0
+        self.decoded, self.crc, self.chunk, self.left = 0, seed, -1, 0
         self.decoder = RansDecoder()
 
     def _next_chunk(self) -> None:
@@ -177,8 +185,9 @@ class ChunkedRansDecoder:
     def verify(self) -> None:
         """Raise SymbolChecksumError unless every symbol was decoded with the encoder's CDFs."""
         if self.decoded != self.n_symbols or self.crc != self.expected_crc:
+            cause = ("this decoder's entropy parameters differ from the encoder's (other device, thread "
+                     "count or float precision) or " if self.name == "y" else "")
             raise SymbolChecksumError(
-                f"decoded latent {self.name} fails the encoder's checksum of CDF indexes and symbols: this decoder's "
-                "entropy parameters differ from the encoder's (other device, thread count or float "
-                "precision) or the file is corrupted"
+                f"decoded latent {self.name} fails the encoder's checksum of CDF indexes and symbols: "
+                f"{cause}the file is corrupted", self.name,
             )

@@ -76,6 +76,8 @@ class LALIC(nn.Module):
             aggregation_min_channels=config.aggregation_min_channels,
             aggregation_expansion=config.aggregation_expansion,
         )
+        #: dtype of h_s and the SCCTX model when coding (stlic.models.parameter_path)
+        self.parameter_dtype = PARAMETER_DTYPE
 
     # -- training ------------------------------------------------------------------------------
     def forward(self, x: Tensor, level: float = 0.0) -> LALICOutput:
@@ -114,10 +116,10 @@ class LALIC(nn.Module):
         return y, z_symbols
 
     def _parameter_path(self, z_symbols: Tensor) -> tuple[SCCTXEntropyModel, Tensor]:
-        """The float64 SCCTX model and ``h_s(z_hat)`` (see ``stlic.models.parameter_path``)."""
+        """The SCCTX model and ``h_s(z_hat)`` in ``parameter_dtype`` (``stlic.models.parameter_path``)."""
         z_hat = self.entropy_bottleneck.dequantize(z_symbols, self.z_medians())
-        h_s = parameter_path_copy(self.h_s)
-        return parameter_path_copy(self.entropy_model), h_s(z_hat.to(PARAMETER_DTYPE))
+        h_s = parameter_path_copy(self.h_s, self.parameter_dtype)
+        return parameter_path_copy(self.entropy_model, self.parameter_dtype), h_s(z_hat.to(self.parameter_dtype))
 
     def _z_tables(self) -> CdfTables:
         eb = self.entropy_bottleneck
@@ -127,7 +129,7 @@ class LALIC(nn.Module):
         """``y_hat`` of one image without entropy coding (what the decoder will see)."""
         y, z_symbols = self._analyse(x)
         entropy_model, hyper = self._parameter_path(z_symbols)
-        return entropy_model.quantize(y.to(PARAMETER_DTYPE), hyper, level).to(y.dtype)
+        return entropy_model.quantize(y.to(hyper.dtype), hyper, level).to(y.dtype)
 
     def compress_latent(self, x: Tensor, level: float) -> LatentStrings:
         """Code one image: z (one CDF per channel) and y (SCCTX model), each a chunked rANS string."""
@@ -136,7 +138,7 @@ class LALIC(nn.Module):
         channels = torch.arange(z_symbols.shape[1], dtype=torch.int32).view(-1, 1, 1).expand_as(z_symbols[0])
         z_coder.encode(channels.reshape(-1), z_symbols[0].reshape(-1).to(torch.int32).cpu())
         entropy_model, hyper = self._parameter_path(z_symbols)
-        y_string, _ = entropy_model.compress(y.to(PARAMETER_DTYPE), hyper, level)
+        y_string, _ = entropy_model.compress(y.to(hyper.dtype), hyper, level, seed=z_coder.crc)
         return LatentStrings(y_string, z_coder.finish(), (z_symbols.shape[-2], z_symbols.shape[-1]))
 
     def decompress_latent(self, strings: LatentStrings, level: float) -> Tensor:
@@ -148,7 +150,7 @@ class LALIC(nn.Module):
         z_symbols = decoder.decode(indexes).view(1, channels, height, width).to(self.z_medians().device)
         decoder.verify()
         entropy_model, hyper = self._parameter_path(z_symbols)
-        return entropy_model.decompress(strings.y_string, hyper, level).to(torch.float32)
+        return entropy_model.decompress(strings.y_string, hyper, level, seed=decoder.crc).to(self.z_medians().dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         resize_cdf_buffers(self.entropy_bottleneck, prefix + "entropy_bottleneck.", state_dict)

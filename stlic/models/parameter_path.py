@@ -36,13 +36,15 @@ def _state_key(module: nn.Module) -> tuple:
     )
 
 
-def parameter_path_copy(module: nn.Module) -> nn.Module:
-    """``module`` with its floating weights and buffers in PARAMETER_DTYPE (an eval-mode copy,
-    cached until any of the module's tensors changes)."""
-    key = _state_key(module)
+def parameter_path_copy(module: nn.Module, dtype: torch.dtype = PARAMETER_DTYPE) -> nn.Module:
+    """``module`` with its floating weights and buffers in ``dtype`` (an eval-mode copy, cached
+    until any of the module's tensors changes; ``module`` itself when it already has ``dtype``)."""
+    if all(t.dtype == dtype for t in module.parameters()):
+        return module
+    key = (_state_key(module), dtype)
     cached = _copies.get(module)
     if cached is not None and cached[0] == key:
         return cached[1]
-    twin = copy.deepcopy(module).to(PARAMETER_DTYPE).eval().requires_grad_(False)
+    twin = copy.deepcopy(module).to(dtype).eval().requires_grad_(False)
     _copies[module] = (key, twin)
     return twin
