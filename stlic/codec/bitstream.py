@@ -5,6 +5,8 @@ Layout (little-endian; ``varint`` = unsigned LEB128)::
     magic        4 B   b"STLC"
     version      1 B   FORMAT_VERSION
     fingerprint  8 B   model fingerprint (see :mod:`stlic.codec.fingerprint`)
+    encoder      u8    length, then that many ASCII bytes: the encoder's device and numerics
+                       (named in the error when a decoder's entropy parameters differ)
     height       u32   original image height (before padding)
     width        u32   original image width
     level        f32   continuous QVRF rate level
@@ -26,7 +28,10 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = b"STLC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: version 1 files (no symbol checksum, unchunked strings) are refused with this note
+OLD_VERSIONS = {1: "written by an older stlic without symbol checksums; re-encode the image"}
+MAX_ENCODER_BYTES = 64
 FINGERPRINT_BYTES = 8
 #: largest image accepted (pixels): 2**28 = 16384 x 16384
 MAX_PIXELS = 1 << 28
@@ -46,6 +51,7 @@ class Container:
     """Everything an ``.stlic`` file holds."""
 
     fingerprint: bytes
+    encoder: str
     original_size: tuple[int, int]
     level: float
     latent_shape: tuple[int, ...]
@@ -90,12 +96,17 @@ def write_container(container: Container) -> bytes:
     if len(container.fingerprint) != FINGERPRINT_BYTES:
         raise BitstreamError(f"fingerprint must be {FINGERPRINT_BYTES} bytes, got {len(container.fingerprint)}")
     _check_header(container.original_size, container.level, container.latent_shape)
+    encoder = container.encoder.encode("ascii", errors="replace")
+    if len(encoder) > MAX_ENCODER_BYTES:
+        raise BitstreamError(f"encoder description longer than {MAX_ENCODER_BYTES} bytes: {container.encoder!r}")
     _check_count(len(container.strings), MAX_GROUPS, "number of string groups")
     for index, group in enumerate(container.strings):
         _check_count(len(group), MAX_STRINGS_PER_GROUP, f"string count of group {index}")
     out = bytearray(MAGIC)
     out.append(FORMAT_VERSION)
     out += container.fingerprint
+    out.append(len(encoder))
+    out += encoder
     out += struct.pack("<IIf", *container.original_size, container.level)
     out.append(len(container.latent_shape))
     for dim in container.latent_shape:
@@ -151,11 +162,17 @@ def parse_container(data: bytes) -> Container:
     if magic != MAGIC:
         raise BitstreamError(f"not an .stlic file: magic is {magic!r}, expected {MAGIC!r}")
     version = reader.u8("format version")
+    if version in OLD_VERSIONS:
+        raise BitstreamError(f"format version {version}: {OLD_VERSIONS[version]}")
     if version != FORMAT_VERSION:
         raise BitstreamError(
             f"unsupported format version {version} (this decoder reads version {FORMAT_VERSION})"
         )
     fingerprint = reader.take(FINGERPRINT_BYTES, "model fingerprint")
+    encoder_length = reader.u8("encoder description length")
+    if encoder_length > MAX_ENCODER_BYTES:
+        raise BitstreamError(f"encoder description of {encoder_length} bytes, more than {MAX_ENCODER_BYTES}")
+    encoder = reader.take(encoder_length, "encoder description").decode("ascii", errors="replace")
     height, width, level = struct.unpack("<IIf", reader.take(12, "image size and rate level"))
     n_dims = reader.u8("latent rank")
     _check_count(n_dims, MAX_DIMS, "latent shape rank")
@@ -181,7 +198,7 @@ def parse_container(data: bytes) -> Container:
     (stored_crc,) = _CRC.unpack(reader.take(_CRC.size, "checksum"))
     if stored_crc != zlib.crc32(data[: reader.pos - _CRC.size]):
         raise BitstreamError("checksum mismatch: the file is corrupted")
-    return Container(fingerprint, (height, width), level, latent_shape, strings)
+    return Container(fingerprint, encoder, (height, width), level, latent_shape, strings)
 
 
 def header_size(container: Container) -> int:

@@ -1,9 +1,12 @@
 """File-level ST-LIC codec: image tensor <-> ``.stlic`` bytes, and a target-bpp rate search.
 
 ``compress_image`` runs ``model.compress`` (LALIC main network + rANS) and wraps the strings in
-the container of :mod:`stlic.codec.bitstream`; ``decompress_image`` checks the container and
-the model fingerprint *before* handing the strings to the entropy decoder. The rate is the
-file size: ``bpp = 8 * len(file) / (H * W)``, header and checksum included.
+the container of :mod:`stlic.codec.bitstream`; ``decompress_image`` checks the container, the
+model fingerprint, a decoder size limit and the layout of both strings against the image size
+*before* the networks allocate anything. A decoder whose entropy parameters differ from the
+encoder's fails the strings' symbol checksum: the error names the encoder's device and numerics
+(stored in the container). The rate is the file size: ``bpp = 8 * len(file) / (H * W)``,
+header and checksums included.
 """
 from __future__ import annotations
 
@@ -17,8 +20,13 @@ from torch import Tensor
 
 from stlic.codec.bitstream import BitstreamError, Container, parse_container, write_container
 from stlic.codec.fingerprint import model_fingerprint
+from stlic.entropy.rans_stream import LatentStringError, SymbolChecksumError, split_chunks
 from stlic.models.lalic import SIZE_MULTIPLE
 from stlic.models.outputs import DecodedImage
+from stlic.models.parameter_path import PARAMETER_DTYPE
+
+#: largest image ``decompress_image`` decodes by default (pixels): 8K UHD fits (7680 x 4320)
+DECODE_MAX_PIXELS = 1 << 25
 
 
 def _as_batch(image: Tensor) -> Tensor:
@@ -45,6 +53,13 @@ def coding_level(model: nn.Module, level: float) -> float:
     return float(np.float32(level))
 
 
+def numerics(model: nn.Module) -> str:
+    """What ``model`` computes the entropy parameters with, e.g. ``"cuda float64 torch 2.9.1"``."""
+    device = next(model.parameters()).device
+    dtype = getattr(getattr(model, "main", model), "parameter_dtype", PARAMETER_DTYPE)
+    return f"{device.type} {str(dtype).removeprefix('torch.')} torch {torch.__version__}"
+
+
 @torch.no_grad()
 def compress_image(model: nn.Module, image: Tensor, level: float) -> bytes:
     """Encode one image (values in [0, 1], any size) into ``.stlic`` bytes."""
@@ -53,6 +68,7 @@ def compress_image(model: nn.Module, image: Tensor, level: float) -> bytes:
     compressed = model.compress(batch.to(next(model.parameters()).device), level)
     container = Container(
         fingerprint=model_fingerprint(model),
+        encoder=numerics(model),
         original_size=tuple(int(s) for s in batch.shape[-2:]),
         level=level,
         latent_shape=tuple(int(s) for s in compressed.shape),
@@ -61,8 +77,9 @@ def compress_image(model: nn.Module, image: Tensor, level: float) -> bytes:
     return write_container(container)
 
 
-def read_container(model: nn.Module, data: bytes) -> Container:
-    """Parse ``data`` and check it was made by ``model`` and fits its level range."""
+def read_container(model: nn.Module, data: bytes, max_pixels: int = DECODE_MAX_PIXELS) -> Container:
+    """Parse ``data`` and check it was made by ``model``, fits its level range and ``max_pixels``,
+    and that its strings have the layout of that image size (no decoding, no allocation)."""
     container = parse_container(data)
     expected = model_fingerprint(model)
     if container.fingerprint != expected:
@@ -81,15 +98,41 @@ def read_container(model: nn.Module, data: bytes) -> Container:
             f"latent shape {container.latent_shape} does not match a {height}x{width} image "
             f"(expected z of size {expected_shape})"
         )
+    if height * width > max_pixels:
+        raise BitstreamError(
+            f"image of {height}x{width} = {height * width} pixels exceeds this decoder's limit of "
+            f"{max_pixels} pixels (decompress_image(..., max_pixels=...) to allow it)"
+        )
+    positions = expected_shape[0] * expected_shape[1]
+    config = model.config
+    try:
+        # y has 4 x 4 positions per position of z (strides 16 and 64)
+        split_chunks(container.strings[0][0], config.latent_channels * 16 * positions, "y")
+        split_chunks(container.strings[1][0], config.hyper_channels[1] * positions, "z")
+    except LatentStringError as error:
+        raise BitstreamError(str(error)) from None
     return container
 
 
 @torch.no_grad()
-def decompress_image(model: nn.Module, data: bytes) -> DecodedImage:
-    """Decode ``.stlic`` bytes: decoder output ``x_hat`` and refined ``x_refined``, (1, 3, H, W)."""
-    container = read_container(model, data)
+def decompress_image(model: nn.Module, data: bytes, max_pixels: int = DECODE_MAX_PIXELS) -> DecodedImage:
+    """Decode ``.stlic`` bytes: decoder output ``x_hat`` and refined ``x_refined``, (1, 3, H, W).
+
+    Raises BitstreamError for a malformed file (before decoding) and SymbolChecksumError when
+    the decoded symbols differ from the encoder's.
+    """
+    container = read_container(model, data, max_pixels)
     strings = [list(group) for group in container.strings]
-    return model.decompress(strings, container.latent_shape, container.level, container.original_size)
+    try:
+        return model.decompress(strings, container.latent_shape, container.level, container.original_size)
+    except SymbolChecksumError as error:
+        if error.latent != "y":
+            raise
+        here = numerics(model)
+        raise SymbolChecksumError(
+            f"{error}; the file was encoded with '{container.encoder}', this decoder runs '{here}': "
+            "decode with the encoder's device and numerics", error.latent,
+        ) from None
 
 
 def bits_per_pixel(data: bytes, image: Tensor) -> float:

@@ -153,23 +153,36 @@ class SCCTXEntropyModel(nn.Module):
         """Deterministic ``y_hat``, equal bit for bit to ``decompress(compress(y))``."""
         return self.run(hyper, RoundingQuantizer(self._split(y, hyper), self.gain(level))).y_hat
 
-    def compress(self, y: Tensor, hyper: Tensor, level: float) -> tuple[bytes, Tensor]:
-        """rANS string of one latent (batch 1) and its ``y_hat``."""
+    def compress(self, y: Tensor, hyper: Tensor, level: float, seed: int = 0) -> tuple[bytes, Tensor]:
+        """rANS string of one latent (batch 1) and its ``y_hat``; ``seed`` starts the symbol checksum."""
         if y.shape[0] != 1:
             raise ValueError(f"SCCTXEntropyModel.compress codes one image at a time, got batch {y.shape[0]}")
-        encoder = RansLatentEncoder(self._split(y, hyper), self.gain(level), self.gaussian_conditional)
+        encoder = RansLatentEncoder(self._split(y, hyper), self.gain(level), self.gaussian_conditional, seed)
         y_hat = self.run(hyper, encoder).y_hat
         return encoder.finish(), y_hat
 
-    def decompress(self, string: bytes, hyper: Tensor, level: float) -> Tensor:
-        """``y_hat`` of one latent (batch 1) from its string and hyper features."""
+    def decompress(self, string: bytes, hyper: Tensor, level: float, seed: int = 0) -> Tensor:
+        """``y_hat`` of one latent (batch 1) from its string and hyper features.
+
+        Raises ``LatentStringError`` for a malformed string (before decoding) and
+        ``SymbolChecksumError`` when the decoded symbols or their CDF indexes differ from the
+        encoder's (other numerics or a corrupt file).
+        """
         if hyper.shape[0] != 1:
             raise ValueError(f"SCCTXEntropyModel.decompress decodes one image at a time, got batch {hyper.shape[0]}")
-        return self.run(hyper, RansLatentDecoder(string, self.gain(level), self.gaussian_conditional)).y_hat
+        n_symbols = sum(self.groups) * hyper.shape[-2] * hyper.shape[-1]
+        decoder = RansLatentDecoder(string, n_symbols, self.gain(level), self.gaussian_conditional, seed)
+        y_hat = self.run(hyper, decoder).y_hat
+        decoder.finish()
+        return y_hat
 
-    def update(self, force: bool = False) -> bool:
-        """Build the Gaussian CDF tables (CompressAI's ``update_scale_table``)."""
-        return self.gaussian_conditional.update_scale_table(SCALE_TABLE, force=force)
+    def update(self, scale_table: Tensor | None = None, force: bool = False) -> bool:
+        """Build the Gaussian CDF tables (CompressAI's ``update_scale_table``); default table
+        ``SCALE_TABLE``. Returns True when the tables were (re)built."""
+        table = SCALE_TABLE if scale_table is None else torch.as_tensor(scale_table, dtype=torch.float32)
+        if table.dim() != 1 or len(table) < 2 or not bool((table[1:] > table[:-1]).all()) or table[0] <= 0:
+            raise ValueError("scale_table must be a 1-d, strictly increasing table of positive scales")
+        return self.gaussian_conditional.update_scale_table(table, force=force)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         resize_cdf_buffers(self.gaussian_conditional, prefix + "gaussian_conditional.", state_dict)

@@ -10,23 +10,25 @@ changes, so the decoder repeats the encoder's arithmetic operation for operation
 * ``RansLatentEncoder`` rounding + rANS coding of the symbols ``s = round((y - mu) a)``.
 * ``RansLatentDecoder`` decodes ``s`` and dequantises with the same ``dequantize``.
 
-Coding: one rANS stream (CompressAI's ``BufferedRansEncoder`` / ``RansDecoder``) per image for
-all of y, groups in order, anchors before non-anchors, each pass in (channel, row, column)
-order. A symbol's CDF is the ``GaussianConditional`` table entry *nearest* (in log scale) to
+Coding: the symbols of y in one sequence (groups in order, anchors before non-anchors, each
+pass in (channel, row, column) order), cut into bounded rANS chunks with a checksum of CDF
+indexes and symbols (``stlic.entropy.rans_stream``). A symbol's CDF is the ``GaussianConditional`` table entry *nearest* (in log scale) to
 its gained scale ``sigma * a``: CompressAI's ``build_indexes`` rounds every scale up to the next
 table entry, which with the default 64-entry table costs ~3% more bits than the likelihoods
-promise; nearest rounding is unbiased (measured: within 0.1% before the ~8 bytes of coder
-overhead).
+promise; nearest rounding is unbiased (measured: within 0.1% before the ~14 bytes of coder
+overhead). Departure from CompressAI: the CDF indexes, the chunked layout and the checksum make
+these strings unreadable by CompressAI's ``GaussianConditional.decompress`` (and vice versa).
 """
 from __future__ import annotations
 
 from typing import Protocol
 
 import torch
-from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import GaussianConditional
 from compressai.ops import quantize_ste
 from torch import Tensor
+
+from stlic.entropy.rans_stream import CdfTables, ChunkedRansDecoder, ChunkedRansEncoder
 
 
 def dequantize(symbols: Tensor, means: Tensor, gain: Tensor) -> Tensor:
@@ -65,56 +67,59 @@ class RoundingQuantizer:
         """Hook for the encoder; plain inference keeps nothing."""
 
 
-class _CdfTables:
-    """CompressAI's Gaussian CDF tables as the Python lists the rANS coder wants."""
+def nearest_scale_boundaries(gaussian: GaussianConditional) -> Tensor:
+    """Geometric midpoints between consecutive table scales (float64): nearest-entry boundaries."""
+    table = gaussian.scale_table.to(torch.float64)
+    return (table[:-1] * table[1:]).sqrt()
+
+
+class _CodingTables:
+    """CDF tables, and the CDF index of each masked position: nearest table scale to ``sigma a``."""
 
     def __init__(self, gaussian: GaussianConditional, gain: Tensor) -> None:
-        if gaussian.quantized_cdf.numel() == 0:
-            raise RuntimeError("entropy model has no CDF tables yet: call model.update() before coding")
         self.gain = gain
-        table = gaussian.scale_table.to(torch.float64)
-        #: geometric midpoints between consecutive table scales: the nearest-entry boundaries
-        self.boundaries = (table[:-1] * table[1:]).sqrt()
-        self.cdfs = gaussian.quantized_cdf.tolist()
-        self.lengths = gaussian.cdf_length.reshape(-1).int().tolist()
-        self.offsets = gaussian.offset.reshape(-1).int().tolist()
+        self.cdf = CdfTables(gaussian.quantized_cdf, gaussian.cdf_length, gaussian.offset)
+        self.boundaries = nearest_scale_boundaries(gaussian).to(gain.device)
 
-    def indexes(self, mask: Tensor, scales: Tensor) -> list[int]:
-        """CDF index of every masked position: nearest table scale to ``sigma * a``."""
-        indexes = torch.bucketize((scales * self.gain).to(torch.float64), self.boundaries)
-        return torch.masked_select(indexes, mask).tolist()
+    def indexes(self, mask: Tensor, scales: Tensor) -> Tensor:
+        indexes = torch.bucketize((scales * self.gain).to(torch.float64), self.boundaries).to(torch.int32)
+        return torch.masked_select(indexes, mask).cpu()
 
 
 class RansLatentEncoder(RoundingQuantizer):
-    """Rounds like ``RoundingQuantizer`` and codes the symbols pass by pass into one stream."""
+    """Rounds like ``RoundingQuantizer`` and codes the symbols pass by pass (``ChunkedRansEncoder``)."""
 
-    def __init__(self, y_groups: tuple[Tensor, ...], gain: Tensor, gaussian: GaussianConditional) -> None:
+    def __init__(
+        self, y_groups: tuple[Tensor, ...], gain: Tensor, gaussian: GaussianConditional, seed: int = 0
+    ) -> None:
         super().__init__(y_groups, gain)
-        self.tables = _CdfTables(gaussian, gain)
-        self.encoder = BufferedRansEncoder()
+        self.tables = _CodingTables(gaussian, gain)
+        self.encoder = ChunkedRansEncoder(self.tables.cdf, seed)
 
     def record(self, symbols: Tensor, mask: Tensor, scales: Tensor) -> None:
-        values = torch.masked_select(symbols, mask).int().tolist()
-        t = self.tables
-        self.encoder.encode_with_indexes(values, t.indexes(mask, scales), t.cdfs, t.lengths, t.offsets)
+        values = torch.masked_select(symbols, mask).to(torch.int32).cpu()
+        self.encoder.encode(self.tables.indexes(mask, scales), values)
 
     def finish(self) -> bytes:
-        return self.encoder.flush()
+        return self.encoder.finish()
 
 
 class RansLatentDecoder:
-    """Decodes the symbols of each pass from the stream and dequantises them."""
+    """Decodes the symbols of each pass from the string and dequantises them."""
 
-    def __init__(self, string: bytes, gain: Tensor, gaussian: GaussianConditional) -> None:
+    def __init__(
+        self, string: bytes, n_symbols: int, gain: Tensor, gaussian: GaussianConditional, seed: int = 0
+    ) -> None:
         self.gain = gain
-        self.tables = _CdfTables(gaussian, gain)
-        self.decoder = RansDecoder()
-        self.decoder.set_stream(string)
+        self.tables = _CodingTables(gaussian, gain)
+        self.decoder = ChunkedRansDecoder(string, n_symbols, self.tables.cdf, seed=seed)
 
     def __call__(self, group: int, mask: Tensor, scales: Tensor, means: Tensor) -> Tensor:
-        t = self.tables
         mask = mask.expand_as(scales)
-        values = self.decoder.decode_stream(t.indexes(mask, scales), t.cdfs, t.lengths, t.offsets)
-        decoded = torch.tensor(values, dtype=scales.dtype, device=scales.device)
-        symbols = torch.zeros_like(scales).masked_scatter(mask, decoded)
+        decoded = self.decoder.decode(self.tables.indexes(mask, scales))
+        symbols = torch.zeros_like(scales).masked_scatter(mask, decoded.to(scales.device, scales.dtype))
         return torch.where(mask, dequantize(symbols, means, self.gain), 0.0)
+
+    def finish(self) -> None:
+        """Check the symbol checksum (SymbolChecksumError on a mismatch)."""
+        self.decoder.verify()

@@ -26,9 +26,11 @@ from torch import Tensor
 
 from stlic.entropy.buffers import resize_cdf_buffers
 from stlic.entropy.channel_context import SCCTXEntropyModel
+from stlic.entropy.rans_stream import CdfTables, ChunkedRansDecoder, ChunkedRansEncoder
 from stlic.layers.transforms import AnalysisTransform, HyperAnalysis, HyperSynthesis, SynthesisTransform
 from stlic.models.config import ModelConfig
 from stlic.models.outputs import LALICOutput
+from stlic.models.parameter_path import PARAMETER_DTYPE, parameter_path_copy
 
 #: total down-sampling of x to z: H and W of the input must be multiples of it
 SIZE_MULTIPLE = 64
@@ -74,6 +76,8 @@ class LALIC(nn.Module):
             aggregation_min_channels=config.aggregation_min_channels,
             aggregation_expansion=config.aggregation_expansion,
         )
+        #: dtype of h_s and the SCCTX model when coding (stlic.models.parameter_path)
+        self.parameter_dtype = PARAMETER_DTYPE
 
     # -- training ------------------------------------------------------------------------------
     def forward(self, x: Tensor, level: float = 0.0) -> LALICOutput:
@@ -94,43 +98,62 @@ class LALIC(nn.Module):
         """Quantile loss of the EntropyBottleneck (train it with its own optimizer)."""
         return self.entropy_bottleneck.loss()
 
-    def update(self, force: bool = False) -> bool:
-        """Build the CDF tables of z and y; returns True when anything was (re)built."""
+    def update(self, scale_table: Tensor | None = None, force: bool = False) -> bool:
+        """Build the CDF tables of z and y (CompressAI's signature; ``scale_table`` defaults to
+        ``SCALE_TABLE``); returns True when anything was (re)built."""
         updated = self.entropy_bottleneck.update(force=force)
-        return self.entropy_model.update(force=force) or updated
+        return self.entropy_model.update(scale_table, force=force) or updated
 
     # -- deterministic inference and coding, one (1, 3, H, W) image at a time -----------------
     def z_medians(self) -> Tensor:
         """(1, Z, 1, 1) medians of the EntropyBottleneck: z is quantised as round(z - med) + med."""
         return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
 
-    def _analyse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """y, z and ``z_hat = round(z - med) + med`` exactly as EntropyBottleneck.decompress forms it."""
+    def _analyse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """y and the symbols ``round(z - med)`` of z (EntropyBottleneck's quantisation)."""
         check_image(x)
         if x.shape[0] != 1:
             raise ValueError(f"the coding path takes one image at a time, got batch {x.shape[0]}")
         y = self.g_a(x)
-        z = self.h_a(y)
-        medians = self.z_medians()
-        z_hat = self.entropy_bottleneck.dequantize(self.entropy_bottleneck.quantize(z, "symbols", medians), medians)
-        return y, z, z_hat
+        z_symbols = self.entropy_bottleneck.quantize(self.h_a(y), "symbols", self.z_medians())
+        return y, z_symbols
+
+    def _parameter_path(self, z_symbols: Tensor) -> tuple[SCCTXEntropyModel, Tensor]:
+        """The SCCTX model and ``h_s(z_hat)`` in ``parameter_dtype`` (``stlic.models.parameter_path``)."""
+        z_hat = self.entropy_bottleneck.dequantize(z_symbols, self.z_medians())
+        h_s = parameter_path_copy(self.h_s, self.parameter_dtype)
+        return parameter_path_copy(self.entropy_model, self.parameter_dtype), h_s(z_hat.to(self.parameter_dtype))
+
+    def _z_tables(self) -> CdfTables:
+        eb = self.entropy_bottleneck
+        return CdfTables(eb.quantized_cdf, eb.cdf_length, eb.offset)
 
     def quantize_latent(self, x: Tensor, level: float) -> Tensor:
         """``y_hat`` of one image without entropy coding (what the decoder will see)."""
-        y, _, z_hat = self._analyse(x)
-        return self.entropy_model.quantize(y, self.h_s(z_hat), level)
+        y, z_symbols = self._analyse(x)
+        entropy_model, hyper = self._parameter_path(z_symbols)
+        return entropy_model.quantize(y.to(hyper.dtype), hyper, level).to(y.dtype)
 
     def compress_latent(self, x: Tensor, level: float) -> LatentStrings:
-        """Code one image: z with the EntropyBottleneck, y with the SCCTX model (one stream)."""
-        y, z, z_hat = self._analyse(x)
-        [z_string] = self.entropy_bottleneck.compress(z)
-        y_string, _ = self.entropy_model.compress(y, self.h_s(z_hat), level)
-        return LatentStrings(y_string, z_string, (z.shape[-2], z.shape[-1]))
+        """Code one image: z (one CDF per channel) and y (SCCTX model), each a chunked rANS string."""
+        y, z_symbols = self._analyse(x)
+        z_coder = ChunkedRansEncoder(self._z_tables())
+        channels = torch.arange(z_symbols.shape[1], dtype=torch.int32).view(-1, 1, 1).expand_as(z_symbols[0])
+        z_coder.encode(channels.reshape(-1), z_symbols[0].reshape(-1).to(torch.int32).cpu())
+        entropy_model, hyper = self._parameter_path(z_symbols)
+        y_string, _ = entropy_model.compress(y.to(hyper.dtype), hyper, level, seed=z_coder.crc)
+        return LatentStrings(y_string, z_coder.finish(), (z_symbols.shape[-2], z_symbols.shape[-1]))
 
     def decompress_latent(self, strings: LatentStrings, level: float) -> Tensor:
-        """``y_hat`` of one image from its strings."""
-        z_hat = self.entropy_bottleneck.decompress([strings.z_string], strings.z_shape)
-        return self.entropy_model.decompress(strings.y_string, self.h_s(z_hat), level)
+        """``y_hat`` of one image from its strings (LatentStringError / SymbolChecksumError on bad ones)."""
+        height, width = strings.z_shape
+        channels = self.config.hyper_channels[1]
+        decoder = ChunkedRansDecoder(strings.z_string, channels * height * width, self._z_tables(), name="z")
+        indexes = torch.arange(channels, dtype=torch.int32).repeat_interleave(height * width)
+        z_symbols = decoder.decode(indexes).view(1, channels, height, width).to(self.z_medians().device)
+        decoder.verify()
+        entropy_model, hyper = self._parameter_path(z_symbols)
+        return entropy_model.decompress(strings.y_string, hyper, level, seed=decoder.crc).to(self.z_medians().dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         resize_cdf_buffers(self.entropy_bottleneck, prefix + "entropy_bottleneck.", state_dict)

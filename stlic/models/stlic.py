@@ -4,9 +4,14 @@ the LALIC main network followed by a UNet refiner.
     x_hat     = LALIC(x, level)         distortion losses (L1, L2) go here
     x_refined = UNetRefiner(x_hat)      perceptual losses (LPIPS, Wasserstein, GAN) go here
 
-CompressAI protocol: ``forward``, ``aux_loss``, ``update``, ``compress`` / ``decompress``, plus
-``reconstruct`` (the decoder's output without entropy coding, bit-identical to
-``decompress(compress(x))`` on the same device). ``compress`` / ``reconstruct`` take any image
+CompressAI protocol: ``forward``, ``aux_loss``, ``update(scale_table, force)``, ``compress`` /
+``decompress`` (typed outputs that also read as CompressAI's dicts, so
+``compressai.utils.eval_model`` runs on the model), plus ``reconstruct`` (the decoder's output
+without entropy coding, bit-identical to ``decompress(compress(x))``, on any device: the
+entropy parameters are computed in float64, ``stlic.models.parameter_path``). Departures: a
+symbol's CDF is the *nearest* table scale (CompressAI rounds up), and the strings are chunked
+rANS streams with a checksum (``stlic.entropy.rans_stream``), so they are not interchangeable
+with CompressAI models' strings. ``compress`` / ``reconstruct`` take any image
 size: the batch is padded on the right and bottom by edge replication to a multiple of 64 and the
 outputs are cropped back. Gradient-probing groups: ``model.main`` and ``model.refiner``.
 
@@ -85,8 +90,9 @@ class STLIC(nn.Module):
     def aux_loss(self) -> Tensor:
         return self.main.aux_loss()
 
-    def update(self, force: bool = False) -> bool:
-        return self.main.update(force=force)
+    def update(self, scale_table: Tensor | None = None, force: bool = False) -> bool:
+        """Build the CDF tables (CompressAI's ``update(scale_table=None, force=False)``)."""
+        return self.main.update(scale_table, force=force)
 
     # -- inference -----------------------------------------------------------------------------
     def _decode(self, y_hats: Sequence[Tensor], original_size: tuple[int, int] | None) -> DecodedImage:

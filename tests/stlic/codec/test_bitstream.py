@@ -21,6 +21,7 @@ FINGERPRINT = bytes(range(8))
 def _container(**changes):
     fields = dict(
         fingerprint=FINGERPRINT,
+        encoder="",
         original_size=(70, 90),
         level=1.25,
         latent_shape=(2, 2),
@@ -33,12 +34,15 @@ def _container(**changes):
 def test_layout_matches_hand_built_bytes():
     """Every field at its documented place (lengths < 128 are one varint byte)."""
     body = (
-        b"STLC" + bytes([FORMAT_VERSION]) + FINGERPRINT + struct.pack("<IIf", 70, 90, 1.25)
+        b"STLC" + bytes([FORMAT_VERSION]) + FINGERPRINT + bytes([0]) + struct.pack("<IIf", 70, 90, 1.25)
         + bytes([2, 2, 2]) + bytes([2, 1, 3, 1, 2]) + b"\x01\x02\x03zz"
     )
     expected = body + struct.pack("<I", zlib.crc32(body))
     assert write_container(_container()) == expected
     assert header_size(_container()) == len(expected) - 5
+    tagged = write_container(_container(encoder="cuda float64"))
+    assert tagged[13:27] == bytes([12]) + b"cuda float64" + struct.pack("<I", 70)[:1]
+    assert parse_container(tagged).encoder == "cuda float64"
 
 
 @pytest.mark.parametrize(
@@ -88,17 +92,19 @@ def _patched(offset, raw):
     "data,message",
     [
         (_patched(0, b"PNG\x89"), "magic"),
-        (_patched(4, bytes([FORMAT_VERSION + 1])), "version 2"),
-        (_patched(13, struct.pack("<II", 60000, 60000)), "out of range"),
-        (_patched(13, struct.pack("<II", 0, 90)), "out of range"),
-        (_patched(21, struct.pack("<f", float("nan"))), "rate level"),
-        (_patched(25, bytes([0])), "latent shape rank"),
-        (_patched(26, bytes([127])), "latent shape"),
-        (_patched(28, bytes([0])), "string groups"),
-        (_patched(28, bytes([200])), "string groups"),
-        (_patched(29, bytes([0])), "string count of group 0"),
+        (_patched(4, bytes([FORMAT_VERSION + 1])), f"version {FORMAT_VERSION + 1}"),
+        (_patched(4, bytes([1])), "older stlic"),
+        (_patched(13, bytes([65])), "encoder description"),
+        (_patched(14, struct.pack("<II", 60000, 60000)), "out of range"),
+        (_patched(14, struct.pack("<II", 0, 90)), "out of range"),
+        (_patched(22, struct.pack("<f", float("nan"))), "rate level"),
+        (_patched(26, bytes([0])), "latent shape rank"),
+        (_patched(27, bytes([127])), "latent shape"),
+        (_patched(29, bytes([0])), "string groups"),
+        (_patched(29, bytes([200])), "string groups"),
+        (_patched(30, bytes([0])), "string count of group 0"),
         (write_container(_container()) + b"\x00", "trailing garbage"),
-        (_patched(34, b"\x00"), "checksum"),  # inside the payload
+        (_patched(35, b"\x00"), "checksum"),  # inside the payload
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )
@@ -109,14 +115,14 @@ def test_corruption_classes_name_the_problem(data, message):
 
 def test_huge_declared_string_length_fails_before_slicing():
     """A length of 2**34 bytes is rejected from the header arithmetic, nothing is allocated."""
-    head = write_container(_container())[:30]  # up to and including the first string count
+    head = write_container(_container())[:31]  # up to and including the first string count
     huge = bytes([0x80, 0x80, 0x80, 0x80, 0x40])  # varint 2**34
     with pytest.raises(BitstreamError, match="header declares"):
         parse_container(head + huge + bytes([1, 2]) + b"payload")
 
 
 def test_overlong_varint_is_rejected():
-    head = write_container(_container())[:30]
+    head = write_container(_container())[:31]
     with pytest.raises(BitstreamError, match="varint"):
         parse_container(head + b"\xff" * 6 + bytes(20))
 

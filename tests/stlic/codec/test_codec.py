@@ -33,8 +33,8 @@ def test_decode_of_file_is_bit_identical_to_reconstruct(coding_model, photo, enc
 
 
 def test_file_rate_matches_likelihood_estimate(coding_model, photo, encoded):
-    """bits(file) = -sum log2 p(y_hat, z_hat) within 1%, plus header/checksum and one 8-byte
-    rANS flush per string (CompressAI's 64-bit rANS state).
+    """bits(file) = -sum log2 p(y_hat, z_hat) within 1%, plus header/checksum and, per string, an
+    8-byte rANS flush (CompressAI's 64-bit rANS state), a 4-byte chunk length and a 4-byte symbol checksum.
 
     Two effects make an untrained model's string *shorter* than its estimate: the estimate floors
     likelihoods at 1e-9 (checked away below), and CompressAI's 16-bit quantised CDFs give every
@@ -46,7 +46,7 @@ def test_file_rate_matches_likelihood_estimate(coding_model, photo, encoded):
         out = coding_model(pad_to_multiple(photo[None]), container.level)
     assert out.likelihoods["y"].min() > 1e-6, "fixture latent has far-tail symbols: lower LATENT_GAIN"
     estimate_bytes = sum(-likelihoods.log2().sum().item() for likelihoods in out.likelihoods.values()) / 8
-    overhead = header_size(container) + 8 * 2
+    overhead = header_size(container) + 2 * (8 + 4 + 4)
     assert container.payload_bytes > 200  # enough symbols for the comparison to mean something
     assert abs(len(encoded) - estimate_bytes) <= 0.01 * estimate_bytes + overhead
     assert bits_per_pixel(encoded, photo) == pytest.approx(8 * len(encoded) / (70 * 90))
