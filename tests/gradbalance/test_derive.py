@@ -11,7 +11,7 @@ from gradbalance_cases import make_autoencoder_case, make_mlp_case
 
 def measure_table(case, weights) -> ContributionTable:
     probe = GradientProbe(case.model, case.groups, loss_order=list(weights))
-    probe.history.append(probe.measure(case.losses(), weights, step=0))
+    probe.measure(case.losses(), weights)
     return probe.table()
 
 
