@@ -151,7 +151,7 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
     targeted = ~np.isnan(log_lo)
     zero = (lower > 0) & (table.mean <= 0)
     if zero.to_numpy().any():
-        cells = [f"{l!r} in {g!r}" for l, g in zero.stack()[zero.stack()].index]
+        cells = [f"{zero.index[i]!r} in {zero.columns[j]!r}" for i, j in zip(*np.nonzero(zero.to_numpy()))]
         raise ValueError(f"{', '.join(cells)}: zero measured share; scaling the weight cannot change it")
     ratios = {l: _base(fixed[l]) / _base(current[l]) for l in fixed}
     if any(not r > 0 for r in ratios.values()):
@@ -180,7 +180,7 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
     r = residuals(log_m[free]) if targeted.any() else np.zeros(0)
     miss = np.maximum(predicted - upper, 0) + np.maximum(lower - predicted, 0)
     return DerivedCoefficients(
-        coefficients={l: _scale(current[l], multipliers[l]) for l in losses},
+        coefficients={l: scale_coefficient(current[l], multipliers[l]) for l in losses},
         multipliers=multipliers, predicted=predicted, lower=lower, upper=upper,
         residual=float(np.sqrt(np.mean(r ** 2))) if r.size else 0.0,
         max_error=float(np.nanmax(miss.to_numpy())) if targeted.any() else 0.0,
@@ -218,7 +218,7 @@ def _base(value: Coefficient) -> float:
     return float(value[0]) if isinstance(value, (tuple, list)) else float(value)
 
 
-def _scale(value: Coefficient, multiplier: float) -> Coefficient:
+def scale_coefficient(value: Coefficient, multiplier: float) -> Coefficient:
     if isinstance(value, (tuple, list)):
         return tuple(float(v) * multiplier for v in value)
     return float(value) * multiplier

@@ -188,8 +188,8 @@ class GradientProbe:
         return float(self.scaler.get_scale()) if self.scaler is not None and self.scaler.is_enabled() else 1.0
 
     def _scaled(self, loss: Tensor) -> Tensor:
-        scale = self._scale()
-        return loss * scale if scale != 1.0 else loss
+        """``scaler.scale(loss)`` (which also readies the scaler for ``scaler.step``), else ``loss``."""
+        return self.scaler.scale(loss) if self._scale() != 1.0 else loss
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -32,8 +32,10 @@ def step_shares(records: pd.DataFrame, column: str = "norm") -> pd.Series:
     in every cell of a (step, group) whose total is not finite or is zero (undefined, not renormalised)."""
     reached = reached_column(records, column)
     norm = records[column].astype(float).where(reached, 0.0)
-    total = norm.groupby([records["step"], records["group"]]).transform("sum")
-    defined = np.isfinite(total) & (total > 0)
+    keys = [records["step"], records["group"]]
+    total = norm.groupby(keys).transform("sum")  # pandas skips NaN here: non-finite is checked apart
+    nonfinite = (~np.isfinite(norm)).groupby(keys).transform("any")
+    defined = ~nonfinite & np.isfinite(total) & (total > 0)
     return (100.0 * norm / total.where(defined)).where(reached)
 
 
