@@ -147,7 +147,8 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
     lower, upper = target_bounds(present_frame, target)
     check_sums(lower, upper, present_frame)
     norms, reached = _table_norms(table)
-    log_lo, log_hi = np.log(lower.to_numpy()), np.log(upper.to_numpy())
+    with np.errstate(divide="ignore"):  # a lower bound of 0 % is log 0 = -inf: no lower bound
+        log_lo, log_hi = np.log(lower.to_numpy()), np.log(upper.to_numpy())
     targeted = ~np.isnan(log_lo)
     zero = (lower > 0) & (table.mean <= 0)
     if zero.to_numpy().any():
