@@ -1,9 +1,9 @@
 """Peak memory of a probed training step on the full ST-LIC model (CPU), side by side.
 
 Each variant runs in a fresh process: the ``stlic`` probe target (``--preset full``, the paper's
-73M-parameter model; batch 1, 64 px crops so the parameters, not the activations, dominate) does
-one warm-up step, then one measured training step (forward, backward, clip, AdamW, aux and
-discriminator steps) with
+73M-parameter model; batch 1, 128 px crops (the smallest multiple of 64 the perceptual losses take) so that
+the parameters, not the activations, dominate) does one warm-up step, then one measured training
+step (forward, backward, clip, AdamW, aux and discriminator steps) with
 
     plain      sum(w_i L_i).backward()          (no measurement)
     probe      GradientProbe.backward             (raw norms only)
@@ -17,7 +17,7 @@ trained parameters' size. ``--before DIR`` also runs each variant against an old
 package in DIR (e.g. ``git archive <commit> gradbalance | tar -x -C DIR``), side by side.
 
 Writes reports/benchmarks/probe_memory.{md,json}.
-Run: python benchmarks/probe_memory.py [--before DIR] [--preset full] [--patch 64]
+Run: python benchmarks/probe_memory.py [--before DIR] [--preset full] [--patch 128]
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="folder holding an older gradbalance package to compare with")
     parser.add_argument("--preset", default="full")
-    parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument("--patch", type=int, default=128)
     args = parser.parse_args()
     versions = {"this tree": str(ROOT)}
     if args.before:
