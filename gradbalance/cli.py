@@ -2,7 +2,7 @@
 
     gradbalance probe --model example --steps 200 --every 10        # writes reports/probe/<run>
     gradbalance table RUN --window 10
-    gradbalance derive RUN --target equal --base base.yaml --out configs/derived/x.yaml
+    gradbalance derive RUN --target equal --base base.yaml --out configs/derived/x.yaml [--verify]
     gradbalance plot RUN
 
 A user mistake (missing or unreadable file, invalid YAML, ``--every 0``) is one line on stderr and
@@ -27,15 +27,14 @@ import yaml
 from gradbalance.derive import derive_coefficients
 from gradbalance.export import DEFAULT_BLOCK, export_config, load_yaml_mapping, loss_weight_block
 from gradbalance.preconditioned import supports_preconditioning
-from gradbalance.probe import GradientProbe
+from gradbalance.rebalance import compare_shares, rebalance
 from gradbalance.reference import ReferenceShares, comparison_markdown
+from gradbalance.reprobe import remeasure, run_target
 from gradbalance.run import ProbeRun, save_run, write_tables
 from gradbalance.target import make_target
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     if args.out is not None:
         _check_out(Path(args.out), [p for p in (args.config,) if p], args.force, is_dir=True)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device in (None, "auto") else args.device
@@ -43,26 +42,20 @@ def _probe(args: argparse.Namespace) -> int:
                          seed=args.seed, batch_size=args.batch_size, patch_size=args.patch_size,
                          **_parse_options(args.option))
     print(target.description)
-    optimizer = target.optimizer if supports_preconditioning(target.optimizer) else None
-    if optimizer is None:
+    if not supports_preconditioning(target.optimizer):
         print(f"note: optimizer {type(target.optimizer).__name__} is not Adam/AdamW: no optimizer-aware table")
     every = args.every if args.every is not None else getattr(target, "default_every", 1)
-    probe = GradientProbe(target.model, target.groups, loss_order=target.loss_order, every=every,
-                          optimizer=optimizer, scaler=getattr(target, "scaler", None), cosine=args.cosine,
-                          ignore=getattr(target, "ignored_parameters", ()))
     start = time.perf_counter()
-    for step in tqdm(range(args.steps), desc=f"probe {args.model}", unit="step"):
-        target.train_step(step, probe.backward)
-    if not probe.history:
-        raise ValueError("no step was probed; use --steps >= 1")
+    probe = run_target(target, args.steps, every, cosine=args.cosine, progress=f"probe {args.model}")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     parent = Path(getattr(target, "default_out", Path("reports") / "probe"))
     out = Path(args.out or parent / f"{args.model.replace(':', '_')}-{stamp}")
     metadata = dict(model=args.model, config=args.config, preset=args.preset, device=device, data=args.data,
-                    seed=args.seed, steps=args.steps, every=every, window=args.window,
-                    loss_order=list(probe.loss_order), groups=list(probe.partition.names),
-                    description=target.description, seconds=round(time.perf_counter() - start, 2),
-                    created=stamp, torch=torch.__version__, options=_parse_options(args.option))
+                    seed=args.seed, batch_size=args.batch_size, patch_size=args.patch_size, steps=args.steps,
+                    every=every, window=args.window, loss_order=list(probe.loss_order),
+                    groups=list(probe.partition.names), description=target.description,
+                    seconds=round(time.perf_counter() - start, 2), created=stamp, torch=torch.__version__,
+                    options=_parse_options(args.option))
     if getattr(target, "reference", None) is not None:
         metadata["reference"] = target.reference.to_dict()
     save_run(out, probe.records, probe.cosine_records, metadata)
@@ -159,7 +152,10 @@ def _parse_fixed(items: list[str]) -> dict:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ValueError(f"--fixed expects loss=value or loss=lo,hi, got {item!r}")
-        numbers = [float(v) for v in value.split(",")]
+        try:
+            numbers = [float(v) for v in value.split(",")]
+        except ValueError:
+            raise ValueError(f"--fixed {item!r}: the value of {name!r} must be a number or lo,hi") from None
         fixed[name] = tuple(numbers) if len(numbers) > 1 else numbers[0]
     return fixed
 
@@ -169,7 +165,8 @@ def _derive(args: argparse.Namespace) -> int:
     _check_out(Path(args.out), [args.base, *([args.target] if args.target != "equal" else []), *run_files],
                args.force)
     run = ProbeRun.load(args.run)
-    table = run.table(_window(args, run), precond=args.precond)
+    window = _window(args, run)
+    table = run.table(window, precond=args.precond)
     target = args.target if args.target == "equal" else load_yaml_mapping(args.target)
     base = loss_weight_block(load_yaml_mapping(args.base), args.block, source=args.base)
     current = {}
@@ -180,18 +177,41 @@ def _derive(args: argparse.Namespace) -> int:
         elif value is not None and abs(float(value) - measured) > 1e-6 * max(abs(measured), 1e-12):
             print(f"warning: {loss} was probed with weight {measured:g}, base config says {value}; "
                   f"scaling the probed weight", file=sys.stderr)
-    result = derive_coefficients(table, target, fixed=_parse_fixed(args.fixed), current=current)
-    print(f"predicted shares (%) under the derived coefficients:\n{result.predicted.round(2).to_string()}")
-    print(f"log-share residual (RMS) {result.residual:.4g}, largest miss {result.max_error:.3g} "
-          f"percentage points{' (infeasible target: least-squares compromise)' if not result.feasible else ''}")
+    fixed = _parse_fixed(args.fixed)
+    note = ""
+    if args.precond:  # not linear in the weights: re-measure until the target is met (or refuse)
+        done = rebalance(remeasure(run, window, precond=True), target, table=table, fixed=fixed, current=current,
+                         tolerance=args.tolerance, max_iterations=args.max_iterations)
+        result, coefficients = done.last, done.coefficients
+        for k, check in enumerate(done.checks, 1):
+            print(f"re-measurement {k}: largest miss {check.max_miss:.3g} percentage points")
+        print(f"predicted vs re-measured shares (%):\n{done.checks[-1].to_string()}")
+        note = f" Re-measured {len(done.checks)} time(s); largest miss {done.checks[-1].max_miss:.3g} pp."
+    else:
+        result = derive_coefficients(table, target, fixed=fixed, current=current)
+        coefficients = result.coefficients
+        print(f"predicted shares (%) under the derived coefficients:\n{result.predicted.round(2).to_string()}")
+        print(f"log-share residual (RMS) {result.residual:.4g}, largest miss {result.max_error:.3g} "
+              f"percentage points{' (infeasible target: least-squares compromise)' if not result.feasible else ''}")
+        if args.verify:
+            check = compare_shares(result, remeasure(run, window, precond=False)(result.multipliers))
+            print(f"predicted vs re-measured shares (%):\n{check.to_string()}\nlargest miss of the re-measured "
+                  f"shares {check.max_miss:.3g} percentage points, largest prediction error "
+                  f"{check.max_prediction_error:.3g}")
+            note = f" Re-measured: largest miss {check.max_miss:.3g} pp."
+    for anchor, members in result.anchors.items():
+        if len(members) > 1 or anchor not in fixed:
+            print(f"note: the target fixes only the ratios of {', '.join(members)}; {anchor} keeps its current "
+                  f"weight (give --fixed to choose)", file=sys.stderr)
     header = (f"Run {run.path} ({run.metadata.get('model', '?')}, {len(table.steps)} probed steps, "
-              f"{table.column}); target {args.target}; residual {result.residual:.4g}.")
-    skipped = sorted(set(result.coefficients) - set(base))
+              f"{table.column}); target {args.target}; residual {result.residual:.4g}.{note}")
+    skipped = sorted(set(coefficients) - set(base))
     if skipped:
         print(f"warning: {skipped} not in the base block {args.block!r}; left out of {args.out}", file=sys.stderr)
-    out = export_config({k: v for k, v in result.coefficients.items() if k in base}, args.base, args.out,
+    out = export_config({k: v for k, v in coefficients.items() if k in base}, args.base, args.out,
                         block=args.block, header=header)
-    print(f"coefficients {yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in result.coefficients.items()}, default_flow_style=True).strip()}")
+    shown = {k: list(v) if isinstance(v, tuple) else v for k, v in coefficients.items()}
+    print(f"coefficients {yaml.safe_dump(shown, default_flow_style=True).strip()}")
     print(f"written to {out}")
     return 0
 
@@ -252,7 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--out", required=True, help="output YAML")
     derive.add_argument("--block", default=DEFAULT_BLOCK, help="loss-weight block key (dotted for nested)")
     derive.add_argument("--window", type=positive_int)
-    derive.add_argument("--precond", action="store_true", help="balance the optimizer-aware shares")
+    derive.add_argument("--precond", action="store_true", help="balance the optimizer-aware shares: re-probes "
+                        "the run's target with new weights until the target is met (or refuses)")
+    derive.add_argument("--verify", action="store_true", help="re-probe the run's target with the derived "
+                        "weights and print predicted against re-measured shares")
+    derive.add_argument("--tolerance", type=float, default=1.0, help="--precond: largest accepted miss of a "
+                        "re-measured share, percentage points (default 1)")
+    derive.add_argument("--max-iterations", type=positive_int, default=5, help="--precond: re-measurements before "
+                        "giving up (default 5)")
     derive.add_argument("-f", "--force", action="store_true", help="overwrite an existing --out file")
     derive.set_defaults(_run=_derive)
     plot = sub.add_parser("plot", help="(re)draw the figures and tables of a saved run")

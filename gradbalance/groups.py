@@ -5,16 +5,19 @@ A group spec is one of
 * an ``nn.Module`` (all its parameters), e.g. ``{"encoder": model.g_a}``;
 * a regular expression (``str`` or ``re.Pattern``) searched in the parameter names of the model,
   e.g. ``{"hyper": r"^h_[as]\\."}``;
-* an iterable of ``nn.Parameter`` objects or of parameter names.
+* an iterable of modules, ``nn.Parameter`` objects or parameter names, e.g.
+  ``{"main": [model.g_a, model.g_s]}``.
 
-Parameters with ``requires_grad=False`` are left out (no gradient can be measured). Groups must be
-disjoint: a parameter claimed by two groups is an error, as is a spec that matches nothing.
+Names include the aliases of tied weights (``head.weight`` tied to ``embed.weight`` is found under
+both). Groups hold frozen parameters too: the probe reads ``requires_grad`` on every call, so a
+parameter unfrozen later is measured from then on. Groups must be disjoint: a parameter claimed by
+two groups is an error, as is a spec that matches nothing.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 from torch import nn
@@ -27,26 +30,30 @@ GroupSpec = Union[nn.Module, str, "re.Pattern[str]", Iterable[nn.Parameter], Ite
 
 @dataclass(frozen=True)
 class ParameterGroups:
-    """The trainable parameters of a model, partitioned into named groups.
+    """The parameters of a model, partitioned into named groups.
 
-    ``params`` lists every trainable parameter once, grouped ones first (group by group, in
-    ``names`` order), then the ungrouped ones; ``slices[g]`` indexes group ``g`` in ``params``.
+    ``params`` lists every parameter of the model once (trainable or not), grouped ones first
+    (group by group, in ``names`` order), then the ungrouped ones (``other`` when they are
+    measured, then the ``ignore`` list); ``slices[g]`` indexes group ``g`` in ``params``.
+    ``unmeasured`` is the slice of the ignored parameters (they get ``.grad`` but no norm).
     """
 
     names: tuple[str, ...]
     params: tuple[nn.Parameter, ...]
     param_names: tuple[str, ...]
     slices: dict[str, slice]
-    frozen_groups: tuple[str, ...]
+    frozen_groups: tuple[str, ...]  # groups with no trainable parameter at construction
+    unmeasured: slice = field(default_factory=lambda: slice(0, 0))
+    strict: bool = False
 
     @property
     def n_grouped(self) -> int:
-        """Number of parameters that belong to a group."""
-        return max((s.stop for s in self.slices.values()), default=0)
+        """Number of trainable parameters that belong to a named group or to ``other``."""
+        return sum(1 for name in self.slices for p in self.params[self.slices[name]] if p.requires_grad)
 
-    def group_params(self, name: str) -> tuple[nn.Parameter, ...]:
-        """The trainable parameters of group ``name``."""
-        return self.params[self.slices[name]]
+    def group_params(self, name: str, trainable_only: bool = True) -> tuple[nn.Parameter, ...]:
+        """The parameters of group ``name`` (those with ``requires_grad`` now, by default)."""
+        return tuple(p for p in self.params[self.slices[name]] if p.requires_grad or not trainable_only)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -54,21 +61,25 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
 
 
-def _select(name: str, spec: GroupSpec, named: dict[int, tuple[str, nn.Parameter]]) -> list[int]:
-    """Ids of the model parameters that group ``name``'s spec selects (trainable or not)."""
+def _select(name: str, spec: GroupSpec, named: dict[int, tuple[str, nn.Parameter]],
+            aliases: dict[str, int]) -> list[int]:
+    """Ids of the model parameters that group ``name``'s spec selects (trainable or not).
+
+    ``aliases`` maps every parameter name, tied aliases included, to the parameter's id.
+    """
     if isinstance(spec, (str, re.Pattern)):
         pattern = re.compile(spec)
-        return [pid for pid, (pname, _) in named.items() if pattern.search(pname)]
+        return list(dict.fromkeys(pid for pname, pid in aliases.items() if pattern.search(pname)))
     if isinstance(spec, nn.Module):
         items: list = list(spec.parameters())
     elif isinstance(spec, nn.Parameter):
         items = [spec]
     elif isinstance(spec, Iterable):
-        items = list(spec)
+        items = [q for item in spec for q in (item.parameters() if isinstance(item, nn.Module) else [item])]
     else:
         raise TypeError(f"group {name!r}: spec must be a module, a regex, or an iterable of parameters "
                         f"or parameter names, got {type(spec).__name__}")
-    by_name = {pname: pid for pid, (pname, _) in named.items()}
+    by_name = aliases
     ids = []
     for item in items:
         if isinstance(item, str):
@@ -81,7 +92,8 @@ def _select(name: str, spec: GroupSpec, named: dict[int, tuple[str, nn.Parameter
                                  "is not a parameter of the probed model")
             ids.append(id(item))
         else:
-            raise TypeError(f"group {name!r}: expected parameters or parameter names, got {type(item).__name__}")
+            raise TypeError(f"group {name!r}: expected modules, parameters or parameter names, "
+                            f"got {type(item).__name__}")
     return list(dict.fromkeys(ids))
 
 
@@ -91,20 +103,23 @@ def partition_parameters(
 ) -> ParameterGroups:
     """Resolve group specs into a disjoint :class:`ParameterGroups`.
 
-    Trainable parameters in no group and not listed in ``ignore`` form the extra group
-    ``other`` (:data:`OTHER`), measured like any group; with ``strict=True`` they are an error
-    instead. ``ignore`` lists parameters deliberately left unmeasured (e.g. entropy-bottleneck
-    quantiles trained by an aux loss); they still receive their gradient.
+    Parameters in no group and not listed in ``ignore`` form the extra group ``other``
+    (:data:`OTHER`), measured like any group (a column of the table when one of them is trainable
+    now); with ``strict=True`` trainable ones are an error instead. ``ignore`` lists parameters
+    deliberately left unmeasured (e.g. entropy-bottleneck quantiles trained by an aux loss); they
+    still receive their gradient.
     """
     if not groups:
         raise ValueError("at least one parameter group is required")
-    named = {id(p): (n, p) for n, p in _unwrap(model).named_parameters()}
+    module = _unwrap(model)
+    named = {id(p): (n, p) for n, p in module.named_parameters()}
     if not named:
         raise ValueError("the model has no parameters")
+    aliases = {n: id(p) for n, p in module.named_parameters(remove_duplicate=False)}
     owner: dict[int, str] = {}
     members: dict[str, list[int]] = {}
     for name, spec in groups.items():
-        ids = _select(name, spec, named)
+        ids = _select(name, spec, named, aliases)
         if not ids:
             raise ValueError(f"group {name!r} matched no parameters of the model")
         for pid in ids:
@@ -112,30 +127,34 @@ def partition_parameters(
                 raise ValueError(f"groups must be disjoint: parameter {named[pid][0]!r} is in both "
                                  f"{owner[pid]!r} and {name!r}")
             owner[pid] = name
-        members[name] = [pid for pid in ids if named[pid][1].requires_grad]
-    ungrouped = [pid for pid, (_, p) in named.items() if p.requires_grad and pid not in owner]
+        members[name] = ids
     ignored = {id(p) for p in ignore}
-    unexpected = [pid for pid in ungrouped if pid not in ignored]
-    if unexpected and OTHER in groups:
+    ungrouped = [pid for pid in named if pid not in owner and pid not in ignored]
+    unexpected = [pid for pid in ungrouped if named[pid][1].requires_grad]
+    if ungrouped and OTHER in groups:
         raise ValueError(f"group name {OTHER!r} is reserved for the parameters in no group")
     if strict and unexpected:
         listed = ", ".join(named[pid][0] for pid in unexpected[:5])
         raise ValueError(f"{len(unexpected)} trainable parameter(s) belong to no group ({listed}"
                          f"{', ...' if len(unexpected) > 5 else ''}); add a group, list them in ignore, "
                          "or pass strict=False")
-    if unexpected:
-        members[OTHER] = unexpected
-        ungrouped = [pid for pid in ungrouped if pid in ignored]
+    names = tuple(members) + ((OTHER,) if unexpected else ())
+    if ungrouped:
+        members[OTHER] = ungrouped
     order: list[int] = []
     slices: dict[str, slice] = {}
     for name, ids in members.items():
         slices[name] = slice(len(order), len(order) + len(ids))
         order.extend(ids)
-    order.extend(ungrouped)
+    rest = [pid for pid in named if pid in ignored and pid not in owner]
+    unmeasured = slice(len(order), len(order) + len(rest))
+    order.extend(rest)
     return ParameterGroups(
-        names=tuple(members),
+        names=names,
         params=tuple(named[pid][1] for pid in order),
         param_names=tuple(named[pid][0] for pid in order),
         slices=slices,
-        frozen_groups=tuple(name for name, ids in members.items() if not ids),
+        frozen_groups=tuple(n for n in names if not any(named[pid][1].requires_grad for pid in members[n])),
+        unmeasured=unmeasured,
+        strict=strict,
     )

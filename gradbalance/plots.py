@@ -11,14 +11,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from gradbalance.table import ContributionTable  # noqa: E402
+import numpy as np  # noqa: E402
+
+from gradbalance.stats import MEASURED, NONFINITE, ZERO, reached_column  # noqa: E402
+from gradbalance.table import ContributionTable, step_shares  # noqa: E402
 
 
 def plot_heatmap(table: ContributionTable, path: Path, title: str = "gradient share (%)") -> Path:
-    """Heatmap of the mean shares, cells annotated ``mean ± std``, blank where absent."""
+    """Heatmap of the mean shares, cells annotated as in the table (``mean ± std``, ``-`` absent,
+    ``non-finite``, ``zero``)."""
     fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(table.groups), 0.8 + 0.5 * len(table.losses)))
-    sns.heatmap(table.mean, annot=table.to_frame().where(table.mean.notna(), ""), fmt="", vmin=0, vmax=100,
+    sns.heatmap(table.mean, annot=table.to_frame(), fmt="", vmin=0, vmax=100,
                 cmap="viridis", cbar_kws={"label": "%"}, ax=ax)
+    cells = table.to_frame()
+    for r, loss in enumerate(table.losses):  # seaborn leaves NaN cells blank: say why they are
+        for c, group in enumerate(table.groups):
+            if np.isnan(table.mean.loc[loss, group]):
+                ax.text(c + 0.5, r + 0.5, cells.loc[loss, group], ha="center", va="center", color="gray")
     ax.set_title(title)
     return _save(fig, path)
 
@@ -34,17 +43,36 @@ def plot_stacked_bars(table: ContributionTable, path: Path, title: str = "gradie
     return _save(fig, path)
 
 
+def shares_over_steps(records: pd.DataFrame, column: str = "norm") -> pd.DataFrame:
+    """Per-step shares (percent) with each record's state: ``measured``/``zero`` (a share, 0 for a zero
+    gradient), ``nonfinite`` (no share: the group had a NaN/inf gradient), or ``undefined`` (the
+    group's total was zero). Absent records are dropped."""
+    data = records.copy()
+    data["reached"] = reached_column(data, column)
+    data = data[data["reached"]].copy()
+    data["share"] = step_shares(data, column)
+    finite = np.isfinite(data[column].astype(float))
+    group_bad = (~finite).groupby([data["step"], data["group"]]).transform("any")
+    data["state"] = np.where(group_bad, NONFINITE, np.where(data["share"].isna(), "undefined",
+                                                            np.where(data[column] == 0, ZERO, MEASURED)))
+    return data
+
+
 def plot_shares_over_steps(records: pd.DataFrame, path: Path, *, column: str = "norm",
                            loss_order: Sequence[str] = (), group_order: Sequence[str] = ()) -> Path:
-    """Per-step share of each loss (one panel per group) across the probed steps."""
-    data = records.copy()
-    totals = data.groupby(["step", "group"])[column].transform(lambda s: s.sum(min_count=1))
-    data["share"] = 100.0 * data[column] / totals.where(totals > 0)
-    data = data.dropna(subset=["share"])
+    """Per-step share of each loss (one panel per group) across the probed steps; steps whose group
+    had a non-finite gradient are marked with a red ``x`` at the top of the panel (no share)."""
+    data = shares_over_steps(records, column)
     groups = [g for g in group_order if g in set(data["group"])] or list(dict.fromkeys(data["group"]))
     losses = [l for l in loss_order if l in set(data["loss"])] or list(dict.fromkeys(data["loss"]))
-    grid = sns.relplot(data=data, x="step", y="share", hue="loss", hue_order=losses, col="group",
+    lines = data.dropna(subset=["share"])
+    grid = sns.relplot(data=lines, x="step", y="share", hue="loss", hue_order=losses, col="group",
                        col_order=groups, kind="line", height=3, aspect=1.3, facet_kws={"sharey": True})
+    for group, ax in grid.axes_dict.items():
+        bad = sorted(set(data.loc[(data["group"] == group) & (data["state"] == NONFINITE), "step"]))
+        if bad:
+            ax.scatter(bad, [100.0] * len(bad), marker="x", color="red", label="non-finite", zorder=3)
+            ax.legend(loc="lower right", fontsize="small")
     grid.set_axis_labels("training step", "share (%)")
     return _save(grid.figure, path)
 

@@ -6,7 +6,7 @@ each loss in the gradient reaching each module). Instead of the naive measuremen
 ``autograd.grad`` per loss, then a second full backward of the weighted sum), each loss is
 differentiated exactly once and ``w_i g_i`` is accumulated into ``.grad`` by the probe, so a probed
 step costs N backward passes instead of N + 1 and leaves the same ``.grad`` as
-``sum(w_i L_i).backward()``.
+``sum(w_i L_i).backward()`` (every leaf the losses reach included, see :mod:`gradbalance.per_loss`).
 
 Example::
 
@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
 
@@ -27,13 +28,14 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from gradbalance.cosines import group_cosines
 from gradbalance.distributed import average_across_ranks
-from gradbalance.groups import GroupSpec, ParameterGroups, partition_parameters
-from gradbalance.preconditioned import adam_denominators, check_optimizer, preconditioned_group_norm
+from gradbalance.groups import OTHER, GroupSpec, ParameterGroups, partition_parameters
+from gradbalance.optimizer_window import OptimizerWindow
+from gradbalance.per_loss import Grads, accumulate, grads_by_autograd, grads_by_backward, group_norm, trace_leaves
+from gradbalance.preconditioned import check_optimizer, preconditioned_norms
 from gradbalance.stats import StepStats, cosine_frame, records_frame
 from gradbalance.table import ContributionTable
-
-Grads = list[Optional[Tensor]]
 
 
 class GradientProbe:
@@ -43,40 +45,52 @@ class GradientProbe:
         model: the module whose parameters are probed (a DDP wrapper is unwrapped).
         groups: ``{name: spec}``, see :mod:`gradbalance.groups`; must be disjoint.
         loss_order: row order of tables (losses not listed are appended in call order).
-        every: probe every ``every``-th call of :meth:`backward`, plain backward otherwise.
-        optimizer: an Adam/AdamW optimizer of the model: adds optimizer-aware ``precond_norm``.
+        every: probe every ``every``-th call of :meth:`backward`, plain backward otherwise; with an
+            ``optimizer``, every ``every``-th optimizer step (all backward calls of that step, so
+            accumulated micro-batches are probed together).
+        optimizer: an Adam/AdamW optimizer of the model: adds optimizer-aware ``precond_norm``,
+            computed in a step pre-hook from the gradient the step really uses (after unscaling,
+            clipping and accumulation; see :mod:`gradbalance.preconditioned`).
         scaler: a ``torch.amp.GradScaler``: losses are scaled before differentiation (so ``.grad``
             is scaled, as ``scaler.step`` expects) and norms are divided by ``scaler.get_scale()``.
         cosine: also record the pairwise cosine between the losses' gradients in each group.
-        strict: every trainable parameter must belong to a group or to ``ignore``; by default the
-            others are measured as group ``other``. ``ignore`` parameters are deliberately left
-            unmeasured (e.g. aux-trained quantiles) and still get ``.grad``.
+        strict: every trainable parameter must belong to a group or to ``ignore``, and no tensor
+            outside the model may reach the losses; by default those are measured as group
+            ``other``. ``ignore`` parameters are deliberately left unmeasured (e.g. aux-trained
+            quantiles) and still get ``.grad``.
 
-    Only parameters of ``model`` receive gradients on probed steps; other leaves (e.g. a
-    discriminator the generator loss flows through) are left untouched. Under torch.distributed the
-    probe averages gradients across ranks itself (see :mod:`gradbalance.distributed`): run the
-    forward of probed steps under ``ddp_model.no_sync()`` (:meth:`no_sync_if_probing`).
+    ``requires_grad`` is read on every call: parameters frozen or unfrozen after construction are
+    skipped or measured from then on. Under torch.distributed the probe averages gradients across
+    ranks itself (see :mod:`gradbalance.distributed`): run the forward of probed steps under
+    ``ddp_model.no_sync()`` (:meth:`no_sync_if_probing`).
     """
 
     def __init__(self, model: nn.Module, groups: Mapping[str, GroupSpec], *,
                  loss_order: Optional[Sequence[str]] = None, every: int = 1,
                  optimizer: Optional[torch.optim.Optimizer] = None, scaler: Optional[object] = None,
                  cosine: bool = False, strict: bool = False, ignore: Iterable[nn.Parameter] = ()) -> None:
-        if every < 1:
-            raise ValueError(f"every must be a positive integer, got {every}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}")
         self.partition: ParameterGroups = partition_parameters(model, groups, strict=strict, ignore=ignore)
         self.loss_order = tuple(loss_order or ())
-        self.every = int(every)
+        self.every = every
         self.optimizer = check_optimizer(optimizer) if optimizer is not None else None
         self.scaler = scaler
         self.cosine = cosine
         self.history: list[StepStats] = []
         self.calls = 0
+        self.optimizer_steps = 0
+        self._window: Optional[OptimizerWindow] = None
+        self._warned: set[str] = set()
+        self._hook = (self.optimizer.register_step_pre_hook(self._before_optimizer_step)
+                      if self.optimizer is not None else None)
 
     # -- public API -------------------------------------------------------------------------
     @property
     def probes_next_call(self) -> bool:
         """Whether the next :meth:`backward` call is a probed step."""
+        if self.optimizer is not None:
+            return self.optimizer_steps % self.every == 0
         return self.calls % self.every == 0
 
     def no_sync_if_probing(self, ddp_model: nn.Module) -> contextlib.AbstractContextManager:
@@ -90,29 +104,45 @@ class GradientProbe:
         """Accumulate the gradient of ``sum_i w_i L_i`` into ``.grad``; probe every ``every`` calls.
 
         ``losses`` are unweighted scalar tensors; a loss missing from ``weights`` has weight 1.
-        Returns the step's :class:`StepStats` on probed steps, None otherwise.
+        Returns the step's :class:`StepStats` on probed steps, None otherwise (its
+        ``precond_norm`` is filled in when the optimizer steps).
         """
         names, tensors, w = self._validate(losses, weights)
+        probed = self.probes_next_call
         step = self.calls
         self.calls += 1
-        if step % self.every:
+        if not probed:
             terms = [wi * t for wi, t in zip(w, tensors) if t.requires_grad]
             if terms:
                 self._scaled(sum(terms)).backward()
             return None
-        stats = self._probe(step, names, tensors, w, accumulate=True)
+        stats = self._probe(step, names, tensors, w, accumulate_grads=True)
         self.history.append(stats)
         return stats
 
     def measure(self, losses: Mapping[str, Tensor], weights: Optional[Mapping[str, float]] = None,
-                step: int = -1) -> StepStats:
-        """Probe without touching ``.grad`` or the history; the graph is retained for a later backward."""
+                step: Optional[int] = None) -> StepStats:
+        """Probe without touching ``.grad``, and record it (``step`` defaults to the last recorded + 1).
+
+        The graph is retained for a later backward. Optimizer-aware norms assume the optimizer
+        would see ``.grad + sum_i w_i g_i`` (no clipping).
+        """
         names, tensors, w = self._validate(losses, weights)
-        return self._probe(step, names, tensors, w, accumulate=False)
+        if step is None:
+            step = self.history[-1].step + 1 if self.history else 0
+        stats = self._probe(int(step), names, tensors, w, accumulate_grads=False)
+        self.history.append(stats)
+        return stats
+
+    def remove_hooks(self) -> None:
+        """Detach the optimizer step pre-hook (the probe stops computing optimizer-aware norms)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
     @property
     def records(self) -> pd.DataFrame:
-        """Columns step, loss, group, weight, value, norm, raw_norm (+ precond_norm); NaN = absent."""
+        """Columns step, loss, group, weight, value, norm, raw_norm, reached (+ precond_norm)."""
         return records_frame(self.history)
 
     @property
@@ -158,93 +188,134 @@ class GradientProbe:
         return float(self.scaler.get_scale()) if self.scaler is not None and self.scaler.is_enabled() else 1.0
 
     def _scaled(self, loss: Tensor) -> Tensor:
-        scale = self._scale()
-        return loss * scale if scale != 1.0 else loss
+        """``scaler.scale(loss)`` (which also readies the scaler for ``scaler.step``), else ``loss``."""
+        return self.scaler.scale(loss) if self._scale() != 1.0 else loss
 
-    def _group_norm(self, grads: Grads, group: str) -> Tensor:
-        present = [g for g in grads[self.partition.slices[group]] if g is not None]
-        if not present:
-            return torch.tensor(float("nan"), dtype=torch.float64)
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(present)).to(torch.float64))
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, stacklevel=4)
 
-    def _probe(self, step: int, names, tensors: list[Tensor], w: list[float], accumulate: bool) -> StepStats:
-        params = self.partition.params
-        groups = self.partition.names
+    def _layout(self, tensors: list[Tensor]):
+        """This call's inputs (trainable model parameters, then leaves outside the model the losses
+        reach), the group names and each group's positions in the inputs; and the reentrant flag."""
+        partition = self.partition
+        traced = trace_leaves([t for t in tensors if t.requires_grad])
+        known = {id(p) for p in partition.params}
+        outside = [leaf for leaf in traced.leaves if id(leaf) not in known]
+        inputs, positions = [], {}
+        for name in (*partition.slices, None):
+            sl = partition.slices[name] if name is not None else partition.unmeasured
+            members = []
+            for p in partition.params[sl]:
+                if p.requires_grad:
+                    members.append(len(inputs))
+                    inputs.append(p)
+            if name is not None:
+                positions[name] = members
+        if outside:
+            if partition.strict:
+                shapes = ", ".join(str(tuple(t.shape)) for t in outside[:5])
+                raise ValueError(f"{len(outside)} tensor(s) outside the model reach the losses and require grad "
+                                 f"(shapes {shapes}); add them to the model, detach them, or pass strict=False")
+            self._warn_once("outside", f"{len(outside)} tensor(s) outside the probed model reach the losses "
+                            f"and require grad: they get .grad and are measured as group {OTHER!r}")
+            positions.setdefault(OTHER, [])
+            positions[OTHER] = positions[OTHER] + list(range(len(inputs), len(inputs) + len(outside)))
+            inputs.extend(outside)
+        other = partition.slices.get(OTHER)
+        late = [n for n, p in zip(partition.param_names[other], partition.params[other]) if p.requires_grad] \
+            if other is not None and OTHER not in partition.names else []
+        if late:
+            if partition.strict:
+                raise ValueError(f"parameter(s) {late[:5]} became trainable after the probe was built and "
+                                 "belong to no group; add a group, list them in ignore, or pass strict=False")
+            self._warn_once("late", f"parameter(s) {late[:5]} became trainable after the probe was built: "
+                            f"measured as group {OTHER!r}")
+        names = [n for n in partition.names if n in positions]
+        if OTHER not in names and positions.get(OTHER):
+            names.append(OTHER)
+        return inputs, tuple(names), [positions[n] for n in names], traced.reentrant_checkpoint
+
+    def _probe(self, step: int, names, tensors: list[Tensor], w: list[float], accumulate_grads: bool) -> StepStats:
+        inputs, groups, positions, reentrant = self._layout(tensors)
+        device = inputs[0].device if inputs else tensors[0].device
         scale = self._scale()
-        keep = self.cosine or self.optimizer is not None
+        window = self._window_for_call(inputs) if accumulate_grads and self.optimizer is not None else None
+        keep = self.cosine or (self.optimizer is not None and window is None)
+        measured = [g >= 0 for g in _group_index(len(inputs), positions)]
         last = max((i for i, t in enumerate(tensors) if t.requires_grad), default=-1)
-        norms, kept = [], []
+        norms, reached, kept = [], [], []
         for i, loss in enumerate(tensors):
-            grads: Grads = [None] * len(params)
-            if loss.requires_grad:
-                grads = list(torch.autograd.grad(self._scaled(loss), params, allow_unused=True,
-                                                 retain_graph=not accumulate or i < last))
-            grads = average_across_ranks(grads, params)
-            norms.append(torch.stack([self._group_norm(grads, g) for g in groups]))
-            if accumulate:
-                _accumulate(params, grads, w[i])
+            grads: Grads = [None] * len(inputs)
+            if loss.requires_grad and inputs:
+                retain = not accumulate_grads or i < last
+                grads = (grads_by_backward(self._scaled(loss), w[i], inputs, retain) if reentrant
+                         else grads_by_autograd(self._scaled(loss), inputs, retain))
+            grads = average_across_ranks(grads, inputs)
+            norms.append(torch.stack([group_norm([grads[k] for k in ks], device) for ks in positions]))
+            reached.append([any(grads[k] is not None for k in ks) for ks in positions])
+            if accumulate_grads:
+                accumulate(inputs, grads, w[i])
+            if window is not None:
+                window.add(names[i], inputs, grads, w[i], measured)
             if keep:
                 kept.append(grads)
-        raw = torch.stack(norms).cpu().numpy() / scale
-        precond = self._precond(kept, w, scale, accumulate) if self.optimizer is not None else None
-        cosine = self._cosines(kept, w) if self.cosine else None
-        return StepStats(step=step, losses=names, groups=groups,
-                         values=np.array([float(t.detach()) for t in tensors]), weights=np.array(w),
-                         raw_norm=raw, precond_norm=precond, cosine=cosine)
+        raw = torch.stack(norms).cpu().numpy() / scale if norms else np.zeros((0, len(groups)))
+        stats = StepStats(step=step, losses=names, groups=groups,
+                          values=np.array([float(t.detach()) for t in tensors]), weights=np.array(w),
+                          raw_norm=raw, reached=np.array(reached, dtype=bool).reshape(raw.shape))
+        self._warn_nonfinite(stats)
+        if self.cosine:
+            stats.cosine = group_cosines(kept, positions, w)
+        if window is not None:
+            window.close_call(stats, inputs, positions)
+        elif self.optimizer is not None:
+            stats.precond_norm = self._precond_now(inputs, groups, positions, kept, w, scale)
+        return stats
 
-    def _precond(self, kept: list[Grads], w: list[float], scale: float, accumulated: bool) -> np.ndarray:
-        params = self.partition.params
-        total = []
-        for k, p in enumerate(params):
-            g = p.grad if accumulated else _sum_existing(p.grad, [(wi, grads[k]) for wi, grads in zip(w, kept)])
-            total.append(None if g is None else g / scale)
-        denominators = adam_denominators(self.optimizer, params, total)
-        out = np.empty((len(kept), len(self.partition.names)))
-        for i, grads in enumerate(kept):
-            for j, group in enumerate(self.partition.names):
-                sl = self.partition.slices[group]
-                out[i, j] = float(preconditioned_group_norm(grads[sl], denominators[sl], w[i])) / scale
-        return out
+    def _warn_nonfinite(self, stats: StepStats) -> None:
+        bad = stats.reached & ~np.isfinite(stats.raw_norm)
+        if bad.any():
+            cells = ", ".join(f"{stats.losses[i]!r} in {stats.groups[j]!r}" for i, j in zip(*np.nonzero(bad)))
+            warnings.warn(f"non-finite gradient (NaN/inf) at step {stats.step}: {cells}; these shares are "
+                          "recorded as non-finite, not renormalised", RuntimeWarning, stacklevel=4)
 
-    def _cosines(self, kept: list[Grads], w: list[float]) -> np.ndarray:
-        n = len(kept)
-        out = np.full((len(self.partition.names), n, n), np.nan)
-        for j, group in enumerate(self.partition.names):
-            sl = self.partition.slices[group]
-            flat = [_flatten(grads[sl], self.partition.params[sl]) for grads in kept]
-            for a in range(n):
-                for b in range(n):
-                    if flat[a] is None or flat[b] is None or w[a] * w[b] == 0:
-                        continue
-                    denom = flat[a].norm() * flat[b].norm()
-                    if denom > 0:
-                        out[j, a, b] = float(np.sign(w[a] * w[b]) * (flat[a] @ flat[b]) / denom)
-        return out
+    def _precond_now(self, inputs, groups, positions, kept, w, scale) -> np.ndarray:
+        """Optimizer-aware norms of a measurement: G = (.grad + sum_i w_i g_i) / scale."""
+        group_of = _group_index(len(inputs), positions)
+        contributions = [[None if g is None or group_of[k] < 0 else (g, w[i]) for k, g in enumerate(grads)]
+                         for i, grads in enumerate(kept)]
+        totals = []
+        for k, p in enumerate(inputs):
+            total = p.grad.clone() if p.grad is not None else None
+            for c in contributions:
+                if c[k] is not None:
+                    total = c[k][0] * c[k][1] if total is None else total.add_(c[k][0], alpha=c[k][1])
+            totals.append(None if total is None else total / scale)
+        factor = torch.full((), 1.0 / scale, dtype=torch.float64, device=inputs[0].device) if inputs else None
+        return preconditioned_norms(self.optimizer, inputs, group_of, len(groups), totals,
+                                    contributions, [factor] * len(inputs))
 
+    def _window_for_call(self, inputs: Sequence[Tensor]) -> OptimizerWindow:
+        """The open window of this optimizer step, or a new one when ``.grad`` changed since its last
+        probed call (``zero_grad`` after a skipped step, or a backward the probe did not see)."""
+        if self._window is None or not self._window.continues(inputs):
+            self._window = OptimizerWindow()
+        return self._window
 
-def _flatten(grads: Grads, params: Sequence[nn.Parameter]) -> Optional[Tensor]:
-    """The group's gradient as one float64 vector (unreached parameters count as zero); None if absent."""
-    if all(g is None for g in grads):
-        return None
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).to(torch.float64)
-                      for g, p in zip(grads, params)])
-
-
-def _sum_existing(existing: Optional[Tensor], terms: list[tuple[float, Optional[Tensor]]]) -> Optional[Tensor]:
-    """``existing + sum_i w_i g_i`` over the present terms (None if nothing is present)."""
-    total = existing.clone() if existing is not None else None
-    for weight, g in terms:
-        if g is not None:
-            total = g * weight if total is None else total.add(g, alpha=weight)
-    return total
+    def _before_optimizer_step(self, optimizer, args, kwargs) -> None:
+        """Step pre-hook: optimizer-aware norms from the gradient this step uses."""
+        window, self._window = self._window, None
+        self.optimizer_steps += 1
+        if window is not None and window.stats is not None:
+            window.stats.precond_norm = window.precond_norms(self.optimizer)
 
 
-@torch.no_grad()
-def _accumulate(params: Sequence[nn.Parameter], grads: Grads, weight: float) -> None:
-    """``p.grad += w * g`` for every present gradient (creating ``.grad`` where it is None)."""
-    existing = [(p.grad, g) for p, g in zip(params, grads) if g is not None and p.grad is not None]
-    if existing:
-        torch._foreach_add_([e for e, _ in existing], [g for _, g in existing], alpha=weight)
-    for p, g in zip(params, grads):
-        if g is not None and p.grad is None:
-            p.grad = g * weight
+def _group_index(n: int, positions: Sequence[Sequence[int]]) -> list[int]:
+    """Group of each input position (-1: unmeasured)."""
+    out = [-1] * n
+    for j, ks in enumerate(positions):
+        for k in ks:
+            out[k] = j
+    return out

@@ -71,9 +71,14 @@ def test_derive_command_exports_a_config(run_dir, tmp_path, capsys):
     assert main(["derive", str(run_dir), "--target", str(targets), "--base", str(base), "--out", str(out),
                  "--fixed", "l2=1.0"]) == 0
     derived = yaml.safe_load(out.read_text())
-    table = ProbeRun.load(run_dir).table()
-    expected_l1 = 0.1 * (40 / 60) * table.mean.loc["l2", "decoder"] / table.mean.loc["l1", "decoder"]
-    assert derived["loss_weights"]["l1"] == pytest.approx(expected_l1, rel=1e-6)
+    # independent reference: the multiplier m of l1 whose mean per-step decoder share is 40 %
+    decoder = ProbeRun.load(run_dir).records.query("group == 'decoder'").pivot(index="step", columns="loss",
+                                                                               values="norm")
+    from scipy.optimize import brentq
+
+    m = brentq(lambda m: np.mean(m * decoder["l1"] / (decoder["l2"] + m * decoder["l1"])) - 0.4, 1e-6, 1e6,
+               xtol=1e-14)
+    assert derived["loss_weights"]["l1"] == pytest.approx(0.1 * m, rel=1e-6)
     assert derived["loss_weights"]["rate"] == [0.002, 0.02] and derived["seed"] == 1
     assert main(["derive", str(run_dir), "--target", "equal", "--base", str(base), "--out", str(out)]) == 2
     assert "already exists; use --force" in capsys.readouterr().err
@@ -91,3 +96,32 @@ def test_plot_command_and_missing_run(run_dir, tmp_path, capsys):
     assert (run_dir / "heatmap.png").stat().st_size > 0
     assert main(["table", str(tmp_path / "nowhere")]) == 2
     assert "not a probe run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_derive_verify_and_precond_remeasure(run_dir, tmp_path, capsys):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"loss_weights": {"rate": [0.002, 0.02], "l2": 1.0, "l1": 0.1}}))
+    targets = tmp_path / "targets.yaml"
+    table = ProbeRun.load(run_dir).table()
+    reachable = {"decoder": {"l2": 70.0, "l1": 30.0}}
+    targets.write_text(yaml.safe_dump(reachable))
+    out = tmp_path / "verified.yaml"
+    assert main(["derive", str(run_dir), "--target", str(targets), "--base", str(base), "--out", str(out),
+                 "--fixed", "l2=1.0", "--verify"]) == 0
+    printed = capsys.readouterr().out
+    assert "predicted vs re-measured shares" in printed and "largest miss of the re-measured shares" in printed
+    assert "Re-measured: largest miss" in out.read_text()
+    assert table.mean.loc["l1", "decoder"] != pytest.approx(30.0, abs=1.0)  # the target needs new weights
+    precond = tmp_path / "precond.yaml"
+    code = main(["derive", str(run_dir), "--target", str(targets), "--base", str(base), "--out", str(precond),
+                 "--fixed", "l2=1.0", "--precond", "--max-iterations", "3"])
+    captured = capsys.readouterr()
+    if code == 0:
+        assert "re-measurement 1: largest miss" in captured.out and precond.is_file()
+    else:  # refused with its reason, nothing written
+        assert "did not converge" in captured.err and not precond.exists()
+    targets.write_text(yaml.safe_dump({"decoder": {"l2": "fifty", "l1": 30.0}}))
+    assert main(["derive", str(run_dir), "--target", str(targets), "--base", str(base), "--out", str(out),
+                 "--force"]) == 2
+    assert "target share of 'l2' in 'decoder' must be a number, got 'fifty'" in capsys.readouterr().err

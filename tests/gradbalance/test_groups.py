@@ -60,7 +60,8 @@ def test_frozen_parameters_left_out_and_bad_specs_named():
     model = make_model()
     model["enc"][0].weight.requires_grad_(False)
     groups = partition_parameters(model, {"enc": model["enc"], "dec": model["dec"]})
-    assert "enc.0.weight" not in groups.param_names
+    assert all(p is not model["enc"][0].weight for p in groups.group_params("enc"))  # skipped while frozen
+    assert any(p is model["enc"][0].weight for p in groups.group_params("enc", trainable_only=False))
     with pytest.raises(ValueError, match="'x' matched no parameters"):
         partition_parameters(model, {"x": r"^nothing", "all": model})
     with pytest.raises(ValueError, match="no parameter named 'dec.w'"):
@@ -71,3 +72,21 @@ def test_frozen_parameters_left_out_and_bad_specs_named():
         partition_parameters(model, {"x": 3})
     with pytest.raises(ValueError, match="at least one"):
         partition_parameters(model, {})
+
+
+def test_group_of_modules_and_tied_alias():
+    model = make_model()
+    listed = partition_parameters(model, {"all": [model["enc"], model["dec"].weight, "dec.bias"]})
+    assert listed.names == ("all",) and len(listed.group_params("all")) == 6
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.body, self.head = nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 3)
+            self.head.weight = self.embed.weight
+
+    tied = Tied()
+    by_alias = partition_parameters(tied, {"head": ["head.weight", "head.bias"], "body": tied.body})
+    assert by_alias.group_params("head")[0] is tied.embed.weight and by_alias.names == ("head", "body", "other")
+    by_regex = partition_parameters(tied, {"head": r"^head\.", "body": tied.body}, strict=False)
+    assert {id(p) for p in by_regex.group_params("head")} == {id(tied.embed.weight), id(tied.head.bias)}
