@@ -3,6 +3,7 @@
 Measures each loss's share of the gradient reaching each parameter group (ST-LIC, Table I),
 derives loss coefficients that give target shares, and exports them into a training config.
 """
+from gradbalance.balancer import Balancer
 from gradbalance.derive import DerivedCoefficients, derive_coefficients
 from gradbalance.export import export_config
 from gradbalance.groups import GroupSpec, ParameterGroups, partition_parameters
@@ -12,7 +13,7 @@ from gradbalance.table import ContributionTable
 from gradbalance.target import ProbeTarget, resolve_target
 
 __all__ = [
-    "ContributionTable", "DerivedCoefficients", "GradientProbe", "GroupSpec", "ParameterGroups",
+    "Balancer", "ContributionTable", "DerivedCoefficients", "GradientProbe", "GroupSpec", "ParameterGroups",
     "ProbeTarget", "StepStats", "derive_coefficients", "export_config", "partition_parameters",
     "records_frame", "resolve_target",
 ]
