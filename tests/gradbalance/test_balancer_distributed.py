@@ -9,32 +9,14 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from gradbalance import Balancer
+from test_probe_distributed import Net, losses, make_model  # the probe's DDP test model
 
 WORLD, STEPS = 2, 6
 TARGETS = {"a": {"fit": 60.0, "hidden": 40.0}}
 
 
-def make_model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.ModuleDict({"a": nn.Linear(4, 6), "b": nn.Linear(6, 2)}).double()
-
-
 def batch(rank: int, step: int) -> torch.Tensor:
     return torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(100 * step + rank))
-
-
-def losses(model: nn.Module, x: torch.Tensor) -> dict:
-    h = torch.tanh(model["a"](x))
-    return {"fit": model["b"](h).square().mean(), "hidden": h.abs().mean()}
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = make_model()
-
-    def forward(self, x: torch.Tensor) -> dict:
-        return losses(self.body, x)
 
 
 def make_balancer(model: nn.Module, prefix: str = "") -> Balancer:
