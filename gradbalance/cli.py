@@ -132,8 +132,11 @@ def _derive(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    from gradbalance.balance_plots import save_balance_plots
+
     run = ProbeRun.load(args.run)
     _report(run, _window(args, run), write=True)
+    save_balance_plots(run.records, run.path, run.metadata.get("loss_order", ()), run.metadata.get("groups", ()))
     print(f"figures written to {args.run}")
     return 0
 
@@ -175,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--window", type=int)
     derive.add_argument("--precond", action="store_true", help="balance the optimizer-aware shares")
     derive.set_defaults(_run=_derive)
-    plot = sub.add_parser("plot", help="(re)draw the figures and tables of a saved run")
+    plot = sub.add_parser("plot", help="(re)draw the figures and tables of a saved run (and, when its "
+                          "weights change, coefficients and shares against targets over steps)")
     plot.add_argument("run")
     plot.add_argument("--window", type=int)
     plot.set_defaults(_run=_plot)
