@@ -142,6 +142,16 @@ class Balancer:
         return pd.DataFrame(shares, index=list(self.losses), columns=list(self.groups))
 
     @property
+    def measured(self) -> Optional[pd.DataFrame]:
+        """Shares (%) measured at the latest probe under the weights then in effect (None before one)."""
+        if not self._rows:
+            return None
+        last = self._rows[-1]["step"]
+        rows = [row for row in self._rows[-len(self.losses) * len(self.groups):] if row["step"] == last]
+        shares = pd.DataFrame(rows).pivot(index="loss", columns="group", values="share")
+        return shares.reindex(index=[l for l in self.losses if l in shares.index], columns=list(self.groups))
+
+    @property
     def history(self) -> pd.DataFrame:
         """One row per probed step, loss and group: the coefficient c_l and the weight c_l f_l in
         effect, the measured norms and share (%), and the targeted interval (NaN: untargeted)."""
@@ -211,7 +221,8 @@ class Balancer:
         history = self.history
         return {"weights": dict(self.weights), "norms": torch.from_numpy(self.norms.copy()),
                 "losses": list(self.losses), "groups": list(self.groups), "calls": self.probe.calls,
-                "updates": self.updates, "history": {c: history[c].tolist() for c in history.columns}}
+                "updates": self.updates, "misses": [[l, g, m] for (l, g), m in self.misses.items()],
+                "history": {c: history[c].tolist() for c in history.columns}}
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore :meth:`state_dict` (same losses and groups): training resumes exactly."""
@@ -221,6 +232,7 @@ class Balancer:
         self.weights = {l: float(state["weights"][l]) for l in self.losses}
         self.norms = state["norms"].numpy().astype(np.float64)
         self.probe.calls, self.updates = int(state["calls"]), int(state["updates"])
+        self.misses = {(l, g): float(m) for l, g, m in state["misses"]}
         history = state["history"]
         self._rows = pd.DataFrame(history).to_dict("records") if history else []
 

@@ -16,6 +16,8 @@ from typing import Any, Mapping, Union
 
 import yaml
 
+from stlic.training.balancing import BalancerConfig
+
 #: the losses of ST-LIC, in the row order of the paper's Table I
 LOSS_NAMES = ("rate", "l2", "l1", "lpips", "wasserstein", "adversarial")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -163,6 +165,7 @@ class TrainConfig:
     precision: str = "fp32"
     log_every: int = 10
     checkpoint_every: int = 1000
+    balancer: Union[BalancerConfig, None] = None  # online loss balancing (stlic.training.balancing)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
