@@ -28,8 +28,8 @@ def check_targets(targets: Targets, losses: Sequence[str], groups: Sequence[str]
             if group not in groups:
                 raise ValueError(f"targets name group {group!r}; the groups are {list(groups)}")
             out[group] = {_loss(loss, losses): _percent(value, f"{loss}/{group}") for loss, value in cells.items()}
-        if all(v is None for cells in out.values() for v in cells.values()):
-            raise ValueError("the targets set no share: every cell is null; fill in the percentages")
+        if not any(v for cells in out.values() for v in cells.values()):
+            raise ValueError("the targets set no share: every cell is null or 0; fill in the percentages")
         return out
     out = {}
     for loss, pair in targets.items():

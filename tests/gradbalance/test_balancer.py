@@ -169,6 +169,7 @@ def test_precond_balances_the_adam_update_shares():
     (dict(targets={"head": {"l9": 50}}), "loss 'l9'"),
     (dict(targets={"head": {"fit": 150}}), "percentage"),
     (dict(targets="uniform"), "unknown target"),
+    (dict(targets={"head": {"fit": None, "sparse": 0}}), "set no share"),
     (dict(weights={"fit": 1.0, "sparse": 0.0, "aux": 1.0}), "nonzero"),
     (dict(bounds={"sparse": (1.0, 2.0)}), "outside its bounds"),
     (dict(fixed=["l9"]), "unknown loss"),
