@@ -74,7 +74,7 @@ class Balancer:
     Example::
 
         balancer = Balancer(model, {"encoder": model.g_a, "decoder": model.g_s},
-                            targets={"encoder": {"rate": 20, "l2": 60, "lpips": 20}, "decoder": {"lpips": 30}},
+                            targets={"encoder": {"rate": 20}, "decoder": {"l2": 70, "lpips": 30}},
                             weights={"rate": 0.01, "l2": 1.0, "lpips": 0.1}, every=10, fixed=["rate"])
         for x in loader:
             balancer.backward(losses(model, x))    # == sum(c_l L_l).backward(), probing every 10 steps
