@@ -9,7 +9,10 @@ pretrained start of phase 2; without it, from scratch) and see the same batches 
 * **static** (the paper's procedure): probe the first ``--probe-steps`` steps at the config's weights,
   derive the coefficients once (``gradbalance.derive_coefficients``, rate range held), then train
   ``--steps`` steps with them, probing every ``--every`` steps to measure the shares;
-* **online**: train ``--steps`` steps with ``balancer: {targets, every}`` (rate held).
+* **online**: train ``--steps`` steps with ``balancer: {targets, every}`` (rate held), starting from the
+  statically derived coefficients (``--online-start derived``, default: both runs start balanced, so
+  the comparison is about holding the targets as shares drift) or from the config's
+  (``--online-start config``: the balancer also has to find them, at most ``--max-change`` per update).
 
 Prints and writes ``OUT/report.md`` (mean share and |share - target| over the second half, per
 targeted cell, side by side), ``OUT/static_shares.png``, ``OUT/online_shares.png`` (shares per probed
@@ -76,7 +79,7 @@ def static_run(args, config, targets):
     probe = _probe_for(solver, args.every)
     for _ in range(args.steps):
         solver.run_step(solver.next_batch(), backward=probe.backward)
-    return probe.records, {"rate": 1.0, **{n: derived.coefficients[n] for n in LOSS_NAMES[1:]}}
+    return probe.records, weights
 
 
 def online_run(args, config, targets_path: str):
@@ -92,7 +95,7 @@ def online_run(args, config, targets_path: str):
 
 def with_targets(records: pd.DataFrame, targets) -> pd.DataFrame:
     """Records plus ``share`` (%) and the targeted interval of each cell."""
-    from gradbalance.targets import target_interval
+    from gradbalance.balance_spec import target_interval
 
     data = records.copy()
     data["share"] = 100 * data.norm / data.groupby(["step", "group"]).norm.transform("sum")
@@ -120,17 +123,17 @@ def report(args, static: pd.DataFrame, online: pd.DataFrame, weights: dict, seco
         other = o.loc[(group, loss)] if (group, loss) in o.index else None
         rows.append(f"| {group} | {loss} | {cell.target:.2f} | {cell.share:.2f} ± {cell['std']:.2f} | {cell.miss:.2f} | "
                     + (f"{other.share:.2f} ± {other['std']:.2f} | {other.miss:.2f} |" if other is not None else "- | - |"))
-    coefficient_rows = ["| loss | config | static (derived once) | online (final) |", "|---|---:|---:|---:|"]
+    coefficient_rows = ["| loss | static (derived once) | online (start) | online (final) |", "|---|---:|---:|---:|"]
     for loss, value in online.weights.items():
-        coefficient_rows.append(f"| {loss} | {online.history.query('loss == @loss').coefficient.iloc[0]:.4g} | "
-                                f"{weights[loss]:.4g} | {value:.4g} |")
+        coefficient_rows.append(f"| {loss} | {weights[loss]:.4g} | "
+                                f"{online.history.query('loss == @loss').coefficient.iloc[0]:.4g} | {value:.4g} |")
     command = "python benchmarks/balancer_stlic.py " + " ".join(sys.argv[1:])
     return "\n".join([
         "# Static derive vs online Balancer on ST-LIC", "",
         f"`{command}`", "",
-        f"Config `{args.config}`, init `{args.init or 'none (from scratch)'}`, targets `{args.targets}`, "
+        f"Config `{args.config}`, init `{args.init or 'none (from scratch)'}`, targets `{args.targets}` "
         f"(copied to `targets.yaml`), {args.steps} steps per run, shares probed every {args.every} steps (static: derived from the first "
-        f"{args.probe_steps} steps probed every {args.every_static}), balancer EMA {args.ema}, max change {args.max_change}x per update, device {args.device}. "
+        f"{args.probe_steps} steps probed every {args.every_static}), online start: {args.online_start} coefficients, balancer EMA {args.ema}, max change {args.max_change}x per update, device {args.device}. "
         f"Wall time: static {seconds['static']:.0f} s (probe + derive + train), online {seconds['online']:.0f} s.", "",
         f"Mean share (± std over probed steps) and its miss of the target over steps {args.steps // 2}..{args.steps}:", "",
         *rows, "",
@@ -152,6 +155,8 @@ def main(argv=None) -> int:
     parser.add_argument("--every-static", type=int, default=5, help="static: probe every K of those steps")
     parser.add_argument("--ema", type=float, default=0.9)
     parser.add_argument("--max-change", type=float, default=2.0, help="online: largest factor per update")
+    parser.add_argument("--online-start", choices=("derived", "config"), default="derived",
+                        help="online: start from the statically derived coefficients or the config's")
     parser.add_argument("--data", nargs="+")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "balancer")
@@ -170,10 +175,11 @@ def main(argv=None) -> int:
     config = load_config(args.config)
     targets = load_targets(args.targets)
     start = time.perf_counter()
-    static_records, static_weights = static_run(args, config, targets)
+    static_records, derived = static_run(args, config, targets)
     seconds = {"static": time.perf_counter() - start}
     start = time.perf_counter()
-    online = online_run(args, config, str(args.targets))
+    online = online_run(args, config.replace(loss_weights=derived) if args.online_start == "derived" else config,
+                        str(args.targets))
     seconds["online"] = time.perf_counter() - start
 
     out = args.out
@@ -186,6 +192,7 @@ def main(argv=None) -> int:
     plot_shares_against_targets(static, out / "static_shares.png", **order)
     plot_shares_against_targets(online.history, out / "online_shares.png", **order)
     plot_weights_over_steps(online.history, out / "online_weights.png", LOSS_NAMES)
+    static_weights = {"rate": 1.0, **{n: getattr(derived, n) for n in LOSS_NAMES[1:]}}
     text = report(args, static, online, static_weights, seconds, out)
     (out / "report.md").write_text(text)
     print(text)

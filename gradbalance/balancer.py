@@ -40,13 +40,14 @@ import torch
 from torch import Tensor, nn
 
 from gradbalance.atomic import write_text_atomic
+from gradbalance.balance_spec import (Targets, check_bounds, check_fixed, check_targets, check_weights,
+                                      target_interval)
 from gradbalance.derive import derive_coefficients
 from gradbalance.distributed import world_size
 from gradbalance.groups import GroupSpec
 from gradbalance.probe import GradientProbe
 from gradbalance.stats import StepStats
 from gradbalance.table import ContributionTable
-from gradbalance.targets import Targets, check_targets, target_interval
 
 log = logging.getLogger("gradbalance.balancer")
 
@@ -94,16 +95,16 @@ class Balancer:
             raise ValueError(f"max_change must be > 1 (a factor per update), got {max_change}")
         if precond and optimizer is None:
             raise ValueError("precond=True balances the Adam update: pass optimizer=<Adam/AdamW>")
-        self.weights = _check_weights(weights)
+        self.weights = check_weights(weights)
         order = [l for l in (loss_order or ()) if l in self.weights]
         self.losses = tuple(order + [l for l in self.weights if l not in order])
         self.probe = GradientProbe(model, groups, loss_order=self.losses, every=every,
                                    optimizer=optimizer if precond else None, scaler=scaler, strict=strict, ignore=ignore)
         self.groups = self.probe.partition.names
         self.targets = check_targets(targets, self.losses, self.groups)
-        self.fixed = _check_fixed(fixed, self.weights, self.losses[0])
+        self.fixed = check_fixed(fixed, self.weights, self.losses[0])
         self.weights.update(self.fixed)
-        self.bounds = _check_bounds(bounds, self.weights)
+        self.bounds = check_bounds(bounds, self.weights)
         self.ema, self.max_change, self.precond, self.tolerance = float(ema), float(max_change), precond, tolerance
         self.norms = np.full((len(self.losses), len(self.groups)), np.nan)  # u_lg, NaN = not measured
         self.updates = 0
@@ -185,7 +186,11 @@ class Balancer:
 
     def _update(self, step: int) -> None:
         norms = pd.DataFrame(self.norms, index=list(self.losses), columns=list(self.groups))
-        solved, predicted = _solve(norms, self.weights, self.targets, self.bounds, self.fixed)
+        try:
+            solved, predicted = _solve(norms, self.weights, self.targets, self.bounds, self.fixed)
+        except ValueError as error:  # a degenerate measurement must not end a long run: hold the weights
+            log.warning("balancer step %d: weights held, the solver refused the update: %s", step, error)
+            return
         new = []
         for loss in self.losses:
             current = self.weights[loss]
@@ -302,39 +307,3 @@ def _same_on_all_ranks(values: list[float], device: torch.device) -> list[float]
     packed = torch.tensor(values, dtype=torch.float64, device=device)
     dist.broadcast(packed, src=0)
     return packed.tolist()
-
-
-def _check_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    if not weights:
-        raise ValueError("weights: give the initial coefficient of every loss")
-    out = {}
-    for loss, value in weights.items():
-        if isinstance(value, (tuple, list)) or not np.isfinite(float(value)) or float(value) == 0:
-            raise ValueError(f"weight of {loss!r} must be a finite nonzero number (a zero-weight loss cannot "
-                             f"be balanced: leave it out), got {value!r}")
-        out[str(loss)] = float(value)
-    return out
-
-
-def _check_fixed(fixed, weights: Mapping[str, float], anchor: str) -> dict[str, float]:
-    if fixed is None or (not isinstance(fixed, Mapping) and not list(fixed)) or (isinstance(fixed, Mapping) and not fixed):
-        return {anchor: weights[anchor]}
-    held = dict(fixed) if isinstance(fixed, Mapping) else {l: weights.get(l) for l in fixed}
-    unknown = sorted(set(held) - set(weights))
-    if unknown:
-        raise ValueError(f"fixed names unknown loss(es) {unknown}; the balancer has {list(weights)}")
-    return _check_weights(held)
-
-
-def _check_bounds(bounds, weights: Mapping[str, float]) -> dict[str, tuple[float, float]]:
-    out = {}
-    for loss, pair in (bounds or {}).items():
-        if loss not in weights:
-            raise ValueError(f"bounds name unknown loss {loss!r}; the balancer has {list(weights)}")
-        if isinstance(pair, (str, Mapping)) or not isinstance(pair, Sequence) or len(pair) != 2:
-            raise ValueError(f"bounds of {loss!r} must be (lo, hi), got {pair!r}")
-        low, high = map(float, pair)
-        if not low <= weights[loss] <= high:
-            raise ValueError(f"initial weight of {loss!r} ({weights[loss]:g}) is outside its bounds [{low:g}, {high:g}]")
-        out[loss] = (low, high)
-    return out

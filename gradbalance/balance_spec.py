@@ -1,6 +1,7 @@
-"""Target shares for :class:`gradbalance.Balancer`: validated when the balancer is built, read per cell.
+"""What a :class:`gradbalance.Balancer` is asked to hold, validated when it is built: target shares
+(read per cell), starting coefficients, fixed coefficients and coefficient bounds.
 
-Three forms, as for :func:`gradbalance.derive_coefficients`: ``"equal"`` (every present loss gets
+Targets take three forms, as for :func:`gradbalance.derive_coefficients`: ``"equal"`` (every present loss gets
 ``100 / n`` percent of its group), ``{group: {loss: percent}}`` (a None cell is untargeted; 0 marks a
 loss that cannot reach the group) and ``{loss: (min%, max%)}`` (an interval in every group).
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from typing import Union
+
+import numpy as np
 
 Targets = Union[str, Mapping[str, Mapping[str, float]], Mapping[str, Sequence[float]]]
 
@@ -52,6 +55,45 @@ def target_interval(targets: Targets, loss: str, group: str, present: int) -> tu
         return (math.nan, math.nan) if value is None else (float(value), float(value))
     low, high = targets.get(loss, (math.nan, math.nan))
     return float(low), float(high)
+
+
+def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """Finite nonzero float coefficients (a clear error otherwise)."""
+    if not weights:
+        raise ValueError("weights: give the initial coefficient of every loss")
+    out = {}
+    for loss, value in weights.items():
+        if isinstance(value, (tuple, list)) or not np.isfinite(float(value)) or float(value) == 0:
+            raise ValueError(f"weight of {loss!r} must be a finite nonzero number (a zero-weight loss cannot "
+                             f"be balanced: leave it out), got {value!r}")
+        out[str(loss)] = float(value)
+    return out
+
+
+def check_fixed(fixed, weights: Mapping[str, float], anchor: str) -> dict[str, float]:
+    """``{loss: held value}`` from a mapping or names (held at ``weights``); ``{anchor: weight}`` when empty."""
+    if fixed is None or (not isinstance(fixed, Mapping) and not list(fixed)) or (isinstance(fixed, Mapping) and not fixed):
+        return {anchor: weights[anchor]}
+    held = dict(fixed) if isinstance(fixed, Mapping) else {l: weights.get(l) for l in fixed}
+    unknown = sorted(set(held) - set(weights))
+    if unknown:
+        raise ValueError(f"fixed names unknown loss(es) {unknown}; the balancer has {list(weights)}")
+    return check_weights(held)
+
+
+def check_bounds(bounds, weights: Mapping[str, float]) -> dict[str, tuple[float, float]]:
+    """``{loss: (lo, hi)}`` coefficient limits that contain the initial ``weights``."""
+    out = {}
+    for loss, pair in (bounds or {}).items():
+        if loss not in weights:
+            raise ValueError(f"bounds name unknown loss {loss!r}; the balancer has {list(weights)}")
+        if isinstance(pair, (str, Mapping)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise ValueError(f"bounds of {loss!r} must be (lo, hi), got {pair!r}")
+        low, high = map(float, pair)
+        if not low <= weights[loss] <= high:
+            raise ValueError(f"initial weight of {loss!r} ({weights[loss]:g}) is outside its bounds [{low:g}, {high:g}]")
+        out[loss] = (low, high)
+    return out
 
 
 def _loss(name: str, losses: Sequence[str]) -> str:
