@@ -131,7 +131,7 @@ class Balancer:
         return stats
 
     def no_sync_if_probing(self, ddp_model: nn.Module) -> contextlib.AbstractContextManager:
-        """Run the forward of a step under this under DDP (see :meth:`GradientProbe.no_sync_if_probing`)."""
+        """Wrap each step's DDP forward in this: ``no_sync()`` on probed steps, where the probe reduces itself."""
         return self.probe.no_sync_if_probing(ddp_model)
 
     @property
