@@ -217,8 +217,11 @@ def _derive(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    from gradbalance.balance_plots import save_balance_plots
+
     run = ProbeRun.load(args.run)
     _report(run, _window(args, run), write=True)
+    save_balance_plots(run.records, run.path, run.metadata.get("loss_order", ()), run.metadata.get("groups", ()))
     print(f"figures written to {args.run}")
     return 0
 
@@ -282,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "giving up (default 5)")
     derive.add_argument("-f", "--force", action="store_true", help="overwrite an existing --out file")
     derive.set_defaults(_run=_derive)
-    plot = sub.add_parser("plot", help="(re)draw the figures and tables of a saved run")
+    plot = sub.add_parser("plot", help="(re)draw the figures and tables of a saved run (and, when its "
+                          "weights change, coefficients and shares against targets over steps)")
     plot.add_argument("run")
     plot.add_argument("--window", type=positive_int)
     plot.set_defaults(_run=_plot)

@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping, Union
 
 import yaml
 
+from stlic.training.balancing import BalancerConfig
+
 #: the losses of ST-LIC, in the row order of the paper's Table I
 LOSS_NAMES = ("rate", "l2", "l1", "lpips", "wasserstein", "adversarial")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -222,6 +224,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 1000
     phase: str = "stlic"
+    balancer: Union[BalancerConfig, None] = None  # online loss balancing (stlic.training.balancing)
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:

@@ -32,6 +32,7 @@ class StepOutput:
     d_fake: Optional[float]
     grad_norm: float
     lr: float
+    balance: Optional[dict[str, float]] = None  # balancer/... scalars (stlic.training.balancing)
 
     def record(self) -> dict[str, float | int | None]:
         """Flat dict for the JSONL log and TensorBoard (``loss/<name>``, ``weighted/<name>``)."""
@@ -43,4 +44,5 @@ class StepOutput:
         for name in LOSS_NAMES:
             flat[f"loss/{name}"] = self.losses[name]
             flat[f"weighted/{name}"] = self.weights[name] * self.losses[name]
+        flat.update(self.balance or {})
         return flat

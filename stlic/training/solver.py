@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from stlic.checkpoints import atomic_torch_save
+from stlic.training.balancing import TrainingBalancer
 from stlic.training.checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_checkpoint, restore_rng_state,
                                        seed_everything)
 from stlic.training.config import LOSS_NAMES, TrainConfig
@@ -101,6 +102,8 @@ class STLICSolver:
             self.network = torch.compile(self.network)
         self._deferred = DeferredFiniteCheck()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.balancing = None if config.balancer is None else TrainingBalancer(
+            config.balancer, config.loss_weights, self.model, self.optimizer, self.scaler, self.context.is_main)
         self.lambda_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self._stream: tuple[int, int] = (0, 0)  # (stage index, batches drawn in that stage)
@@ -133,10 +136,13 @@ class STLICSolver:
         lambda_rate = sample_rate_lambda(*config.loss_weights.rate, self.lambda_generator)
         level = self.model.level_for_lambda(lambda_rate)
         adversarial_on = self.refine and step >= config.schedule.adversarial_start
-        with self._autocast():
+        probing = self.balancing.no_sync_if_probing(self.network) if self.balancing and not backward else None
+        with self._autocast(), probing or contextlib.nullcontext():
             output = self.network(x, level=level, refine=self.refine)
         losses = self.objective(x, output)
         weights = self.objective.weights(lambda_rate, adversarial_on)
+        if self.balancing is not None:
+            weights = self.balancing.weights(weights)
         if read:
             self._check_losses(losses, weights, step + 1)  # 1-based, as in the logs
 
@@ -167,7 +173,8 @@ class STLICSolver:
             total=sum(weights[k] * mean_losses[k] for k in LOSS_NAMES), lambda_rate=lambda_rate, level=level,
             bpp=mean_losses["rate"], psnr_decoded=scalars["psnr_decoded"], psnr_refined=scalars["psnr_refined"],
             gen_loss=mean_losses["adversarial"], disc_loss=scalars.get("disc_loss"), d_real=scalars.get("d_real"),
-            d_fake=scalars.get("d_fake"), grad_norm=grad_norm, lr=lr)
+            d_fake=scalars.get("d_fake"), grad_norm=grad_norm, lr=lr,
+            balance=self.balancing.scalars() if self.balancing is not None else None)
 
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteLossError` if an unread step had a non-finite value (agreed over ranks)."""
@@ -190,7 +197,10 @@ class STLICSolver:
         return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
     def _default_backward(self, losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> None:
-        self.scaler.scale(weighted_total(losses, weights)).backward()
+        if self.balancing is not None:
+            self.balancing.backward(losses, weights)
+        else:
+            self.scaler.scale(weighted_total(losses, weights)).backward()
 
     def _clip_scaled(self, read: bool = True) -> float | Tensor:
         """fp16: inf/NaN gradients are expected occasionally; GradScaler skips those steps."""
@@ -272,6 +282,7 @@ class STLICSolver:
             "scaler": self.scaler.state_dict(),
             "lambda_generator": self.lambda_generator.get_state(),
             "data_stream": list(self._stream), "rng": capture_rng_state(),
+            **({"balancer": self.balancing.state_dict()} if self.balancing is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -284,12 +295,16 @@ class STLICSolver:
         self._stream, self._batches = tuple(state["data_stream"]), None
         self.step = int(state["step"])
         restore_rng_state(state["rng"])
+        if self.balancing is not None and "balancer" in state:
+            self.balancing.load_state_dict(state["balancer"])
 
     def save_checkpoint(self) -> Path | None:
         """Atomically write ``RUN/checkpoint.pt`` (rank 0 only; None when nothing is written)."""
         self.check_finite()  # never save weights an unread non-finite step has spoilt
         if self.out_dir is None or not self.context.is_main:
             return None
+        if self.balancing is not None:
+            self.balancing.save(self.out_dir / "balancer")
         return atomic_torch_save(self.state_dict(), self.out_dir / CHECKPOINT_NAME)
 
     def resume(self, path: str | Path | None = None) -> int:

@@ -1,0 +1,142 @@
+"""Online loss balancing in the trainer: a :class:`gradbalance.Balancer` holds Table I's shares.
+
+With a ``balancer`` section in the training config,
+
+    balancer: {targets: configs/targets/paper_table1.yaml, every: 50}
+
+the Table II weights of ``loss_weights`` are only the starting coefficients: every ``every`` steps the
+balancer measures each loss's gradient norm in ``main`` (LALIC) and ``refiner`` (UNet), the columns
+of ST-LIC's Table I, and updates the coefficients toward the target shares. The rate coefficient is a
+multiplier of the lambda drawn per batch (QVRF), 1 at the start; by default it is held (``fixed:
+[rate]``), which anchors the scale the shares leave free. The adversarial loss's factor is 0 during
+the warm-up, so those steps add nothing to its smoothed norms. A loss with weight 0 in the config is
+left out of the balancer.
+
+Coefficients and the shares of the latest probe go to TensorBoard and ``train_log.jsonl``
+(``balancer/weight/<loss>``, ``balancer/share/<group>/<loss>``, ``balancer/max_miss`` in percentage
+points); the balancer's state goes into ``checkpoint.pt`` (exact resume) and its history to
+``RUN/balancer`` (``gradbalance plot RUN/balancer``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Union
+
+#: the parameter groups of Table I
+MAIN, REFINER = "main", "refiner"
+
+
+@dataclass(frozen=True)
+class BalancerConfig:
+    """The ``balancer`` section: see :class:`gradbalance.Balancer` for the meaning of each field.
+
+    ``targets``: ``equal`` or a YAML file ``{group: {loss: percent}}`` (a path, or relative to the
+    repository). ``bounds``: ``{loss: [lo, hi]}`` limits of the coefficients (rate: of its multiplier).
+    """
+
+    targets: str
+    every: int = 50
+    ema: float = 0.9
+    max_change: float = 2.0
+    precond: bool = False
+    tolerance: float = 0.5
+    fixed: tuple[str, ...] = ("rate",)
+    bounds: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from stlic.training.config import LOSS_NAMES, ConfigError
+
+        if self.every < 1:
+            raise ConfigError(f"balancer.every: must be >= 1, got {self.every}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"balancer.ema: must be in [0, 1), got {self.ema}")
+        if not self.max_change > 1:
+            raise ConfigError(f"balancer.max_change: must be > 1, got {self.max_change}")
+        if not self.tolerance >= 0:
+            raise ConfigError(f"balancer.tolerance: must be >= 0, got {self.tolerance}")
+        for name in (*self.fixed, *self.bounds):
+            if name not in LOSS_NAMES:
+                raise ConfigError(f"balancer: unknown loss {name!r}; the losses are {list(LOSS_NAMES)}")
+        for name, pair in self.bounds.items():
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+                    and 0 < pair[0] <= pair[1]):
+                raise ConfigError(f"balancer.bounds.{name}: expected [lo, hi] with 0 < lo <= hi, got {pair!r}")
+
+
+def load_targets(targets: str) -> Union[str, dict]:
+    """``"equal"``, or the mapping of a target YAML (a path, else relative to the repository)."""
+    from gradbalance.export import load_yaml_mapping
+    from stlic.paths import REPO_ROOT
+
+    if targets == "equal":
+        return targets
+    path = Path(targets)
+    if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
+        path = REPO_ROOT / path
+    return load_yaml_mapping(path)
+
+
+class TrainingBalancer:
+    """The trainer's :class:`gradbalance.Balancer`: its coefficients replace the config's weights.
+
+    Args:
+        config: the ``balancer`` section; ``loss_weights``: the config's Table II weights (the start).
+        model: the (unwrapped) ST-LIC model; ``optimizer``: its AdamW (for ``precond``).
+        scaler: the fp16 ``GradScaler`` (losses are scaled before differentiation); ``is_main``: rank 0.
+    """
+
+    def __init__(self, config: BalancerConfig, loss_weights, model, optimizer, scaler=None, is_main: bool = True) -> None:
+        from gradbalance import Balancer
+        from stlic.training.config import LOSS_NAMES
+
+        start = {"rate": 1.0, **{name: float(getattr(loss_weights, name)) for name in LOSS_NAMES[1:]}}
+        self.base = {name: value for name, value in start.items() if value != 0}
+        main = [p for n, p in model.main.named_parameters() if not n.endswith("quantiles")]
+        quantiles = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+        self.balancer = Balancer(
+            model, {MAIN: main, REFINER: list(model.refiner.parameters())}, load_targets(config.targets),
+            weights=self.base, optimizer=optimizer, every=config.every, ema=config.ema,
+            bounds={k: tuple(v) for k, v in config.bounds.items()}, fixed=[n for n in config.fixed if n in self.base],
+            max_change=config.max_change, precond=config.precond, tolerance=config.tolerance,
+            loss_order=LOSS_NAMES, scaler=scaler if scaler is not None and scaler.is_enabled() else None,
+            strict=True, ignore=quantiles)
+        if not is_main:  # every rank computes the same update: let rank 0 alone report misses
+            logging.getLogger("gradbalance.balancer").setLevel(logging.ERROR)
+
+    def weights(self, drawn: Mapping[str, float]) -> dict[str, float]:
+        """This batch's weights: ``c_l * drawn_l / start_l`` (the drawn lambda for rate, 0 in the L_G warm-up)."""
+        c = self.balancer.weights
+        return {l: drawn[l] / self.base[l] * c[l] if l in self.base else drawn[l] for l in drawn}
+
+    def backward(self, losses, weights: Mapping[str, float]):
+        """Gradient of ``Σ weights_l L_l`` into ``.grad`` through the balancer (probing every ``every`` steps)."""
+        c = self.balancer.weights
+        return self.balancer.backward({l: losses[l] for l in self.base}, {l: weights[l] / c[l] for l in self.base})
+
+    def no_sync_if_probing(self, network):
+        return self.balancer.no_sync_if_probing(network)
+
+    def scalars(self) -> dict[str, float]:
+        """``balancer/weight/<loss>``, ``balancer/share/<group>/<loss>`` (latest probe), ``balancer/max_miss``."""
+        out = {f"balancer/weight/{loss}": value for loss, value in self.balancer.weights.items()}
+        measured = self.balancer.measured
+        if measured is not None:
+            out.update({f"balancer/share/{group}/{loss}": float(measured.loc[loss, group])
+                        for group in measured.columns for loss in measured.index
+                        if not math.isnan(measured.loc[loss, group])})
+            out["balancer/max_miss"] = max(self.balancer.misses.values(), default=0.0)
+        return out
+
+    def state_dict(self) -> dict:
+        return self.balancer.state_dict()
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.balancer.load_state_dict(state)
+
+    def save(self, path: Path) -> Path:
+        """The history as a probe run under ``path`` (``gradbalance plot`` draws it)."""
+        return self.balancer.save(path, {"model": "stlic"})
