@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from stlic.layers.wkv import DEFAULT_CHUNK, bi_wkv, bi_wkv_reference, decayed_prefix_sum
+from stlic.layers.wkv_factorised import scales
 
 
 def _inputs(steps: int, decay_times_t: float, k_scale: float = 1.0, k_shift: float = 0.0,
@@ -152,3 +153,17 @@ def test_decayed_prefix_sum_rejects_low_precision():
     a = torch.zeros(1, 2, 5, dtype=torch.float16)
     with pytest.raises(ValueError, match="float32 or all float64"):
         decayed_prefix_sum(torch.zeros(2, dtype=torch.float16), a, torch.zeros(1, 2, 1, 5, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("steps,decay_t,k_scale,expect_fits", [
+    (300, 5.0, 1.0, True),  # the usual case: whole-sequence factorisation
+    (100, 500.0, 1.0, False),  # exponent spread beyond any float: blocked log-scaled scan
+])
+def test_both_paths_are_taken_and_match_reference(dtype, steps, decay_t, k_scale, expect_fits):
+    w, u, k, v = _inputs(steps, decay_t, k_scale, dtype=dtype)
+    _, _, fits = scales(w, u, k.transpose(1, 2))
+    assert fits == expect_fits
+    atol = 1e-10 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(bi_wkv(w, u, k, v).double(), bi_wkv_reference(w, u, k, v),
+                               rtol=0, atol=atol)
