@@ -96,7 +96,7 @@ def factorised_forward(w: Tensor, u: Tensor, v: Tensor, b_left: Tensor, b_right:
         n = (left + right).mul_(ew).addcmul_(eu, z)
         extra = ()
     else:
-        start = _not_segment_start(k.shape[-1], segment, k)
+        start = _not_segment_start(v.shape[-1], segment, v)
         g_left = _segment_cumsum(t_left, segment)  # s_t <= i < t
         h_right = _segment_cumsum(t_right * start, segment)  # s_t < i < t
         n = left + right
