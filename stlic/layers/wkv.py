@@ -50,11 +50,15 @@ from stlic.layers.wkv_factorised import (
     scales,
     segment_length,
 )
+from stlic.layers.wkv_prefix import PrefixSums
 from stlic.layers.wkv_scan import DEFAULT_CHUNK, both_directions, decayed_prefix_sum, log_add
 
-__all__ = ["bi_wkv", "bi_wkv_reference", "decayed_prefix_sum", "MODES", "KERNEL_SEGMENTS"]
+__all__ = ["bi_wkv", "bi_wkv_reference", "decayed_prefix_sum", "MODES", "METHODS", "KERNEL_SEGMENTS"]
 
 MODES = ("paper", "kernel")
+#: "auto": factorised with cumsums (fallbacks as in the module doc); "chunked": the same with
+#: prefix sums in chunked matmul form (GPUs); "scan": the log-scaled blocked scan (paper mode)
+METHODS = ("auto", "chunked", "scan")
 
 
 class _FactorisedBiWKV(torch.autograd.Function):
@@ -62,9 +66,9 @@ class _FactorisedBiWKV(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w: Tensor, u: Tensor, k: Tensor, v: Tensor, b_left: Tensor, b_right: Tensor,
-                segment: int | None) -> Tensor:
-        y, saved = factorised_forward(w, u, v, b_left, b_right, segment)
-        ctx.segment = segment
+                segment: int | None, sums: PrefixSums) -> Tensor:
+        y, saved = factorised_forward(w, u, v, b_left, b_right, segment, sums)
+        ctx.segment, ctx.sums = segment, sums
         ctx.save_for_backward(w, u, v, *saved)
         return y
 
@@ -72,8 +76,8 @@ class _FactorisedBiWKV(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y: Tensor):
         w, u, v, *saved = ctx.saved_tensors
-        grads = factorised_backward(w, u, v, grad_y, saved, ctx.segment)
-        return (*grads, None, None, None)
+        grads = factorised_backward(w, u, v, grad_y, saved, ctx.segment, ctx.sums)
+        return (*grads, None, None, None, None)
 
 
 class _BiWKV(torch.autograd.Function):
@@ -132,16 +136,18 @@ def _check_inputs(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> None:
 
 
 def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, chunk: int = DEFAULT_CHUNK,
-           mode: str = "paper", segments: int = KERNEL_SEGMENTS) -> Tensor:
+           mode: str = "paper", segments: int = KERNEL_SEGMENTS, method: str = "auto") -> Tensor:
     """Bi-WKV in linear time (see the module docstring for both modes' formulas).
 
     Args:
         w: per-channel decay per token step, shape (C,).
         u: per-channel bonus of the current token, shape (C,).
         k, v: keys and values, shape (B, T, C).
-        chunk: block length of the log-scaled scan (>= 2); any value gives the same result.
+        chunk: block length (>= 2) of the log-scaled scan and of the chunked matmul form; any
+            value gives the same result.
         mode: ``"paper"`` (the papers' formula) or ``"kernel"`` (the official CUDA kernel's).
         segments: pieces the kernel mode cuts the tokens into (64 in ``biwkv4_cuda.cu``).
+        method: one of ``METHODS``; all give the same result.
     Returns:
         (B, T, C) tensor in the dtype of ``v``; computed in float32 (float64 for float64 input).
         Differentiable once in w, u, k, v (analytic backward, no double backward).
@@ -153,19 +159,25 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, chunk: int = DEFAULT_CHUN
         raise ValueError(f"bi_wkv mode must be one of {MODES}, got {mode!r}")
     if segments < 1:
         raise ValueError(f"segments must be >= 1, got {segments}")
+    if method not in METHODS or method == "scan" and mode == "kernel":
+        raise ValueError(f"bi_wkv method must be one of {METHODS} ('scan' in paper mode only), "
+                         f"got {method!r} in mode {mode!r}")
     out_dtype = v.dtype
     dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
     segment = segment_length(k.shape[1], segments) if mode == "kernel" else None
-    for attempt in (dtype, torch.float64) if mode == "kernel" else (dtype,):
+    sums = PrefixSums(chunk if method == "chunked" else None)
+    attempts = () if method == "scan" else (dtype, torch.float64) if mode == "kernel" else (dtype,)
+    for attempt in attempts:
         wc, uc = w.to(attempt), u.to(attempt)
         kc, vc = (t.to(attempt).transpose(1, 2).contiguous() for t in (k, v))  # (B, C, T)
         b_left, b_right, fits = scales(wc, uc, kc)
         if fits:
-            y = _FactorisedBiWKV.apply(wc, uc, kc, vc, b_left, b_right, segment)
+            y = _FactorisedBiWKV.apply(wc, uc, kc, vc, b_left, b_right, segment, sums)
             return y.transpose(1, 2).to(out_dtype)
     if mode == "kernel":
         return bi_wkv_reference(w, u, k, v, mode, segments).to(out_dtype)
-    y = _BiWKV.apply(wc, uc, kc, vc, chunk)
+    k, v = (t.to(dtype).transpose(1, 2).contiguous() for t in (k, v))
+    y = _BiWKV.apply(w.to(dtype), u.to(dtype), k, v, chunk)
     return y.transpose(1, 2).to(out_dtype)
 
 

@@ -20,11 +20,10 @@ Valid when every term stays a normal float with headroom: the spread of b^L and 
 """
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from stlic.layers.wkv_prefix import PrefixSums
 
 __all__ = ["scales", "factorised_forward", "factorised_backward", "KERNEL_SEGMENTS", "segment_length"]
 
@@ -54,42 +53,18 @@ def scales(w: Tensor, u: Tensor, k: Tensor) -> tuple[Tensor, Tensor, bool]:
     return b_left, b_right, fits
 
 
-def _exclusive_cumsum(x: Tensor) -> Tensor:
-    return F.pad(x.cumsum(-1)[..., :-1], (1, 0))
-
-
-def _exclusive_suffix(x: Tensor) -> Tensor:
-    return _exclusive_cumsum(x.flip(-1)).flip(-1)
-
-
-def _segment_cumsum(x: Tensor, length: int) -> Tensor:
-    """Exclusive prefix sums restarting at every segment of ``length`` tokens (last axis)."""
-    steps = x.shape[-1]
-    n = -(-steps // length)
-    padded = F.pad(x, (0, n * length - steps)).unflatten(-1, (n, length))
-    return _exclusive_cumsum(padded).flatten(-2)[..., :steps]
-
-
-def _segment_suffix(x: Tensor, length: int) -> Tensor:
-    """Exclusive suffix sums inside segments of ``length`` tokens (segments start at 0)."""
-    steps = x.shape[-1]
-    n = -(-steps // length)
-    padded = F.pad(x, (0, n * length - steps)).unflatten(-1, (n, length))
-    return _exclusive_cumsum(padded.flip(-1)).flip(-1).flatten(-2)[..., :steps]
-
-
 def _not_segment_start(steps: int, length: int, like: Tensor) -> Tensor:
     return (torch.arange(steps, device=like.device) % length != 0).to(like.dtype)
 
 
 def factorised_forward(w: Tensor, u: Tensor, v: Tensor, b_left: Tensor, b_right: Tensor,
-                       segment: int | None):
+                       segment: int | None, sums: PrefixSums):
     """(y, saved) for channels-first v (B, C, T) and ``scales`` b^L, b^R (consumed) that fit;
     ``segment`` None: paper mode, else the kernel mode's segment length."""
     e_left, e_right = b_left.exp_(), b_right.exp_()
     z = torch.stack((v, torch.ones_like(v)), dim=2)  # (B, C, 2, T)
     t_left, t_right = e_left[:, :, None] * z, e_right[:, :, None] * z
-    p_left, p_right = _exclusive_cumsum(t_left), _exclusive_suffix(t_right)
+    p_left, p_right = sums.prefix(t_left), sums.suffix(t_right)
     ew, eu = torch.exp(w)[:, None, None], torch.exp(u)[:, None, None]
     left, right = p_left / e_left[:, :, None], p_right / e_right[:, :, None]
     if segment is None:
@@ -97,8 +72,8 @@ def factorised_forward(w: Tensor, u: Tensor, v: Tensor, b_left: Tensor, b_right:
         extra = ()
     else:
         start = _not_segment_start(v.shape[-1], segment, v)
-        g_left = _segment_cumsum(t_left, segment)  # s_t <= i < t
-        h_right = _segment_cumsum(t_right * start, segment)  # s_t < i < t
+        g_left = sums.segment_prefix(t_left, segment)  # s_t <= i < t
+        h_right = sums.segment_prefix(t_right * start, segment)  # s_t < i < t
         n = left + right
         n.addcmul_(ew - 1, g_left / e_left[:, :, None])
         n.addcmul_(1 - ew, h_right / e_right[:, :, None])
@@ -113,13 +88,14 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(dim=(0, 2, 3))
 
 
-def factorised_backward(w: Tensor, u: Tensor, v: Tensor, grad_y: Tensor, saved, segment: int | None):
+def factorised_backward(w: Tensor, u: Tensor, v: Tensor, grad_y: Tensor, saved, segment: int | None,
+                        sums: PrefixSums):
     """(grad_w, grad_u, grad_k, grad_v) of ``factorised_forward``."""
     e_left, e_right, p_left, p_right, den, y = saved[:6]
     z = torch.stack((v, torch.ones_like(v)), dim=2)
     lam = torch.stack((grad_y, -grad_y * y), dim=2) / den[:, :, None]  # e^{k_t} lambda_t
     u_left, u_right = lam / e_left[:, :, None], lam / e_right[:, :, None]
-    suf_left, pre_right = _exclusive_suffix(u_left), _exclusive_cumsum(u_right)
+    suf_left, pre_right = sums.suffix(u_left), sums.prefix(u_right)
     el, er = e_left[:, :, None], e_right[:, :, None]
     ew, eu = torch.exp(w), torch.exp(u)
     lam_z = _dot(lam, z)
@@ -128,7 +104,7 @@ def factorised_backward(w: Tensor, u: Tensor, v: Tensor, grad_y: Tensor, saved, 
         grad_w = -ew * torch.addcmul(suf_left * p_left, pre_right, p_right).sum(dim=(0, 2, 3))
     else:
         g_left, h_right, start = saved[6:]
-        seg_left, seg_right = _segment_suffix(u_left, segment), _segment_suffix(u_right, segment)
+        seg_left, seg_right = sums.segment_suffix(u_left, segment), sums.segment_suffix(u_right, segment)
         diag = eu[:, None, None] + (1 - ew)[:, None, None] * start
         back = el * suf_left + er * pre_right
         back.addcmul_((ew - 1)[:, None, None], el * seg_left)

@@ -3,12 +3,12 @@
     S_t = sum_{i<t} e^{-(t-i-1) w + a_i} x_i          (exclusive; per channel w, any sign)
 
 Every sum is held as (m, s) with true value e^m * s (the "pp/aa/bb" trick of RWKV), so it is
-exact for any sign and size of ``w`` and any range of ``a``. With b_i = a_i + i w the sum
-factorises,  S_t = e^{max b - (t-1) w} * sum_{i<t} e^{b_i - max b} x_i,  one cumsum: O(T). It
-is used over the whole sequence when the spread of b keeps every term a normal float (the
-usual case: ``w = decay / T`` and moderate keys), else over blocks of L = ``chunk`` tokens,
-whose summaries form the same problem with decay L*w over T/L tokens, solved recursively; a
-block whose own spread is too large uses the exact dense O(L^2) form.
+exact for any sign and size of ``w`` and any range of ``a``. Blocks of L = ``chunk`` tokens
+are summed directly; their summaries form the same problem with decay L*w over T/L tokens,
+solved recursively. Inside a block, with b_i = a_i + i w the sum factorises,
+S_t = e^{max b - (t-1) w} * sum_{i<t} e^{b_i - max b} x_i  (one cumsum), when the spread of b
+keeps every term a normal float; a block whose spread is too large uses the exact dense
+O(L^2) form. This was ``bi_wkv``'s only path; it is now its fallback (``method="scan"``).
 """
 from __future__ import annotations
 
@@ -22,8 +22,6 @@ from torch import Tensor
 __all__ = ["LogScaled", "log_add", "decayed_prefix_sum", "both_directions", "DEFAULT_CHUNK"]
 
 DEFAULT_CHUNK = 32
-#: longest sequence summed by one cumsum (float32 rounding of a cumsum grows with its length)
-WHOLE_SEQUENCE_MAX = 4096
 
 LogScaled = tuple[Tensor, Tensor]
 """A sum held as (m, s): true value e^m * s; m (B, C, ...) is -inf for an empty sum and
@@ -107,11 +105,10 @@ def _block_sums(w: Tensor, a: Tensor, x: Tensor) -> tuple[LogScaled, LogScaled]:
 def decayed_prefix_sum(w: Tensor, a: Tensor, x: Tensor, chunk: int = DEFAULT_CHUNK) -> LogScaled:
     """Exclusive decayed prefix sum  S_t = sum_{i<t} e^{-(t-i-1) w + a_i} x_i  in log-scaled form.
 
-    One cumsum over the whole sequence (up to ``WHOLE_SEQUENCE_MAX`` tokens) when the spread of
-    the exponents allows it; otherwise a blocked scan: blocks of L = ``chunk`` tokens are summed
-    directly (``_block_sums``), each block is summarised towards its end, and the summaries
-    form the same problem with decay L*w over T/L tokens, solved recursively. Not
-    differentiable (``bi_wkv`` has an analytic backward).
+    Blocked scan: blocks of L = ``chunk`` tokens are summed directly (``_block_sums``); each
+    block is summarised towards its end, and the summaries form the same problem with decay
+    L*w over T/L tokens, solved recursively. Every partial sum carries its own max exponent.
+    Not differentiable (``bi_wkv`` has an analytic backward).
 
     Args:
         w: (C,) decay per step. a: (B, C, T) log-weights. x: (B, C, F, T) values.
@@ -125,10 +122,6 @@ def decayed_prefix_sum(w: Tensor, a: Tensor, x: Tensor, chunk: int = DEFAULT_CHU
                          f"{w.dtype}, {a.dtype}, {x.dtype}")
     batch, channels, steps = a.shape
     features = x.shape[2]
-    if steps <= max(chunk, WHOLE_SEQUENCE_MAX):
-        whole = _factorised(w, a, x)
-        if whole is not None:
-            return whole[0]
     if steps <= chunk:
         (m, s), _ = _block_sums(w, a[:, :, None], x[:, :, :, None])
         return m[:, :, 0], s[:, :, :, 0]

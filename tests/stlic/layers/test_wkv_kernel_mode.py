@@ -97,6 +97,8 @@ def test_kernel_mode_matches_kernel_loops_float64(steps, decay_t):
     w, u, k, v = _inputs(steps, decay_t)
     expected = kernel_transcription(w, u, k, v, eps=0.0)
     torch.testing.assert_close(bi_wkv(w, u, k, v, mode="kernel"), expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(bi_wkv(w, u, k, v, mode="kernel", method="chunked", chunk=4), expected,
+                               rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(bi_wkv_reference(w, u, k, v, mode="kernel"), expected,
                                rtol=1e-10, atol=1e-10)
 
@@ -154,9 +156,10 @@ def test_kernel_mode_gradients_match_dense_formula(steps, segments, decay_t, k_s
         return torch.autograd.grad((fn(*leaves) * upstream).sum(), leaves)
 
     expected = grads(lambda *a: bi_wkv_reference(*a, mode="kernel", segments=segments))
-    got = grads(lambda *a: bi_wkv(*a, mode="kernel", segments=segments))
-    for name, ref, g in zip("wukv", expected, got):
-        torch.testing.assert_close(g, ref, rtol=1e-8, atol=1e-8, msg=lambda m: f"d/d{name}: {m}")
+    for method in ("auto", "chunked"):
+        got = grads(lambda *a: bi_wkv(*a, mode="kernel", segments=segments, method=method, chunk=4))
+        for name, ref, g in zip("wukv", expected, got):
+            torch.testing.assert_close(g, ref, rtol=1e-8, atol=1e-8, msg=lambda m: f"{method} d/d{name}: {m}")
 
 
 def test_kernel_mode_gradcheck():
