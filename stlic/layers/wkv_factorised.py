@@ -62,19 +62,22 @@ def factorised_forward(w: Tensor, u: Tensor, v: Tensor, b_left: Tensor, b_right:
     """(y, saved) for channels-first v (B, C, T) and ``scales`` b^L, b^R (consumed) that fit;
     ``segment`` None: paper mode, else the kernel mode's segment length."""
     e_left, e_right = b_left.exp_(), b_right.exp_()
-    z = torch.stack((v, torch.ones_like(v)), dim=2)  # (B, C, 2, T)
-    t_left, t_right = e_left[:, :, None] * z, e_right[:, :, None] * z
+    t_left = torch.stack((e_left * v, e_left), dim=2)  # e^L_i z_i, (B, C, 2, T)
+    t_right = torch.stack((e_right * v, e_right), dim=2)
     p_left, p_right = sums.prefix(t_left), sums.suffix(t_right)
     ew, eu = torch.exp(w)[:, None, None], torch.exp(u)[:, None, None]
-    left, right = p_left / e_left[:, :, None], p_right / e_right[:, :, None]
+    n = p_left / e_left[:, :, None]
+    n.addcdiv_(p_right, e_right[:, :, None])
     if segment is None:
-        n = (left + right).mul_(ew).addcmul_(eu, z)
+        n.mul_(ew)
+        n[:, :, 0].addcmul_(eu[:, 0], v)
+        n[:, :, 1].add_(eu[:, 0])
         extra = ()
     else:
+        z = torch.stack((v, torch.ones_like(v)), dim=2)
         start = _not_segment_start(v.shape[-1], segment, v)
         g_left = sums.segment_prefix(t_left, segment)  # s_t <= i < t
         h_right = sums.segment_prefix(t_right * start, segment)  # s_t < i < t
-        n = left + right
         n.addcmul_(ew - 1, g_left / e_left[:, :, None])
         n.addcmul_(1 - ew, h_right / e_right[:, :, None])
         n.addcmul_(eu + (1 - ew) * start, z)
@@ -92,17 +95,18 @@ def factorised_backward(w: Tensor, u: Tensor, v: Tensor, grad_y: Tensor, saved, 
                         sums: PrefixSums):
     """(grad_w, grad_u, grad_k, grad_v) of ``factorised_forward``."""
     e_left, e_right, p_left, p_right, den, y = saved[:6]
-    z = torch.stack((v, torch.ones_like(v)), dim=2)
-    lam = torch.stack((grad_y, -grad_y * y), dim=2) / den[:, :, None]  # e^{k_t} lambda_t
-    u_left, u_right = lam / e_left[:, :, None], lam / e_right[:, :, None]
-    suf_left, pre_right = sums.suffix(u_left), sums.prefix(u_right)
+    scaled = grad_y / den
+    lam = torch.stack((scaled, -scaled * y), dim=2)  # e^{k_t} lambda_t
     el, er = e_left[:, :, None], e_right[:, :, None]
+    u_left, u_right = lam / el, lam / er
+    suf_left, pre_right = sums.suffix(u_left), sums.prefix(u_right)
     ew, eu = torch.exp(w), torch.exp(u)
-    lam_z = _dot(lam, z)
     if segment is None:
-        back = (el * suf_left + er * pre_right).mul_(ew[:, None, None]).addcmul_(eu[:, None, None], lam)
+        back = el * suf_left
+        back.addcmul_(er, pre_right).mul_(ew[:, None, None]).addcmul_(eu[:, None, None], lam)
         grad_w = -ew * torch.addcmul(suf_left * p_left, pre_right, p_right).sum(dim=(0, 2, 3))
     else:
+        z = torch.stack((v, torch.ones_like(v)), dim=2)
         g_left, h_right, start = saved[6:]
         seg_left, seg_right = sums.segment_suffix(u_left, segment), sums.segment_suffix(u_right, segment)
         diag = eu[:, None, None] + (1 - ew)[:, None, None] * start
@@ -115,7 +119,7 @@ def factorised_backward(w: Tensor, u: Tensor, v: Tensor, grad_y: Tensor, saved, 
                   + ew * _dot(u_left, g_left) - (ew - 1) * _dot(seg_left + u_left, g_left)
                   - ew * _dot(u_right, h_right) + (1 - ew) * _dot(seg_right + u_right, h_right)
                   - ew * _dot(lam * start, z))
-    grad_u = eu * lam_z
+    grad_u = eu * (scaled * (v - y)).sum(dim=(0, 2))  # e^u sum_t <lambda_t, z_t> e^{k_t}
     grad_v = back[:, :, 0]
     grad_k = back[:, :, 0] * v + back[:, :, 1]
     return grad_w, grad_u, grad_k, grad_v

@@ -37,7 +37,10 @@ class PrefixSums:
         if self.chunk is None or x.shape[-1] <= 2:
             if reverse:
                 return self._cumsum(x.flip(-1), False).flip(-1)
-            return F.pad(x.cumsum(-1)[..., :-1], (1, 0))
+            out = torch.empty_like(x)
+            out[..., :1] = 0
+            torch.cumsum(x[..., :-1], -1, out=out[..., 1:])
+            return out
         steps = x.shape[-1]
         length = min(self.chunk, steps)
         blocks = _blocks(x, length)  # (..., n, L)
