@@ -11,7 +11,7 @@ Image Compression", CVPR 2025), for one channel with per-step decay ``w`` and se
 sjtu-medialab/RwkvCompress, from Vision-RWKV), the function its released weights were trained
 with; it is selected when official weights are loaded (``stlic.models.lalic_keys``). The
 kernel cuts the T tokens into ``segments`` = 64 (TOKEN_SPLIT) pieces of L = ceil(T / 64)
-tokens, s_t the first token of t's piece, and its weight of token i in y_t is e^{k_i} times
+tokens, s_t the first token of t's piece, and its weight of token i in y_t is e^{k_i} times::
 
     e^{-|t-i| w}                                    i > t, or i < s_t (sums carried between pieces)
     e^{-(|t-i|-1) w} + [i > s_t] (1 - e^w) e^{(t-i) w}   s_t <= i < t (inside t's piece)
@@ -22,20 +22,23 @@ e^{-w}). For T > 64 the in-piece left sums decay by |t-i| - 1 while carried sums
 |t-i|, and the right sum, which the kernel walks by multiplying by e^w and subtracting the next
 token times e^{k+w} where e^{k} was added, leaves (1 - e^w) e^{k_i} for every token i after the
 piece start, growing by e^w per step (so the terms can be negative for w > 0). The kernel
-adds 1e-6 to its max-normalised denominator; we do not. The newer ``biwkv4_cuda_new.cu`` (32
-pieces: ``segments=32``) calls ``__shfl_sync`` with a full mask inside loops whose trip count
-depends on the lane, which is undefined behaviour in CUDA.
+adds 1e-6 to its max-normalised denominator; we do not. The newer ``biwkv4_cuda_new.cu``, which
+the repository's ``models/lalic.py`` builds since its last commit, computes the same function
+with 32 pieces (``segments=32``), but calls ``__shfl_sync`` with a full mask inside loops whose
+trip count depends on the lane, which is undefined behaviour in CUDA.
 
 The modules pass ``w = decay / T`` and ``u = boost / T``; ``w`` enters the exponent as given,
 with no ``exp`` (the kernel's exponents are ``k_i - w * distance``), unlike causal RWKV-4,
 which passes ``-exp(decay)``. A negative ``w`` therefore makes far tokens weigh *more*.
 
 ``bi_wkv`` runs in O(T): by whole-sequence factorisation (``stlic.layers.wkv_factorised``:
-two exponentials per token, a few cumsums) when the exponents' spread allows it, which is the
+two exponentials per token, prefix sums by cumsum, or by chunked matmuls with
+``method="chunked"``, ``stlic.layers.wkv_prefix``) when the exponents' spread allows it, the
 usual case; otherwise, in paper mode, by the blocked log-scaled scan (``stlic.layers.wkv_scan``,
-exact for any sign and size of ``w`` and any range of ``k``), in kernel mode by the
-factorisation in float64 and, beyond that, the dense O(T^2) formula. Backward passes are
-analytic. ``bi_wkv_reference`` is the direct O(T^2) formula in float64 for tests.
+the only path before, exact for any sign and size of ``w`` and any range of ``k``;
+``method="scan"`` forces it), in kernel mode by the factorisation in float64 and, beyond that,
+the dense O(T^2) formula. Checking the spread is one host synchronisation per call. Backward
+passes are analytic. ``bi_wkv_reference`` is the direct O(T^2) formula in float64 for tests.
 """
 from __future__ import annotations
 
