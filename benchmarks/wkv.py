@@ -6,12 +6,18 @@ forward alone and forward + backward, their samples interleaved. Writes
 reports/benchmarks/wkv.md (and .json).
 
     python benchmarks/wkv.py [--shapes 8:32:16 ...] [--repeats 10] [--clock cpu|wall] [--device cpu]
+                             [--model-patches 64 128]
 
 A shape is batch:side:channels. The defaults are the tiny preset's Bi-RWKV stages at batch 8
 (64 px crops: 32x32 and 16x16 maps of 16 channels, 8x8 of 24; 128 px crops double the sides),
 then larger maps of 32 channels. ``--clock cpu`` (default) times one thread by process CPU
 time, which stays meaningful on a shared, loaded machine; ``--clock wall`` uses wall-clock
 time with torch's default threads (and synchronises CUDA).
+
+``--model-patches``: also times one forward + backward of rate + MSE through the tiny preset's
+main network (LALIC) at batch 8 on random crops of these sizes, with every Bi-WKV on
+``method="scan"`` (before) and on the default (now): what a rate-distortion training step
+gains.
 
 Contenders (all float32):
   auto        stlic.layers.wkv.bi_wkv, the default: whole-sequence factorisation, cumsums
@@ -35,6 +41,7 @@ from typing import Callable
 
 import torch
 
+from stlic.layers.rwkv import set_wkv_mode
 from stlic.layers.wkv import bi_wkv, bi_wkv_reference
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "wkv"
@@ -125,6 +132,37 @@ def _runner(impl, w, u, k, v, backward: bool):
     return run
 
 
+def _model_step_rows(patches, repeats, clock, sync, device) -> list[dict]:
+    """Tiny LALIC forward + backward (rate + MSE), every Bi-WKV on "scan" vs "auto"."""
+    from stlic.models import LALIC, PRESETS
+
+    rows = []
+    for patch in patches:
+        torch.manual_seed(0)
+        model = LALIC(PRESETS["tiny"]).to(device)
+        x = torch.rand(8, 3, patch, patch, device=device)
+
+        def step():
+            out = model(x)
+            bits = sum(-torch.log2(p).sum() for p in out.likelihoods.values())
+            loss = bits / x[:, 0].numel() + 100 * torch.mean((out.x_hat - x) ** 2)
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+
+        def with_method(method):
+            def run():
+                set_wkv_mode(model, method=method)
+                step()
+            return run
+        times = _time_interleaved({"scan": with_method("scan"), "auto": with_method("auto")},
+                                  repeats, clock, sync)
+        row = {"patch": patch, "scan_ms": times["scan"] * 1e3, "auto_ms": times["auto"] * 1e3,
+               "scan/auto": times["scan"] / times["auto"]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 DEFAULT_SHAPES = ["8:8:24", "8:16:16", "8:32:16", "8:16:24", "8:64:16", "1:64:32", "1:128:32"]
 EXACT = {"auto": bi_wkv, "scan": functools.partial(bi_wkv, method="scan"),
          "chunked": functools.partial(bi_wkv, method="chunked", chunk=64)}
@@ -138,6 +176,7 @@ def main() -> None:
     parser.add_argument("--max-loop", type=int, default=1024, help="tokens")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model-patches", type=int, nargs="*", default=[64, 128])
     args = parser.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
@@ -165,16 +204,17 @@ def main() -> None:
                    **{f"{n}_max_err": errors[n] for n in EXACT}}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    _write(rows, args)
+    model_rows = _model_step_rows(args.model_patches, args.repeats, clock, sync, args.device)
+    _write(rows, model_rows, args)
 
 
 def _fmt(value, spec: str) -> str:
     return "skipped" if value is None else format(value, spec)
 
 
-def _write(rows, args) -> None:
+def _write(rows, model_rows, args) -> None:
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    REPORT.with_suffix(".json").write_text(json.dumps({"bi_wkv": rows, "tiny_model_step": model_rows}, indent=1))
     lines = [
         "# Bi-WKV: default (factorised) vs previous scan vs chunked matmul form vs O(T^2) vs loop",
         "",
@@ -200,6 +240,17 @@ def _write(rows, args) -> None:
             f"{_fmt(r['quadratic_ms'], '.1f')} | {_fmt(r['loop_ms'], '.1f')} | "
             f"{r['auto_max_err']:.1e} / {r['scan_max_err']:.1e} / {r['chunked_max_err']:.1e} |"
         )
+    if model_rows:
+        lines += [
+            "",
+            "Tiny preset main network (LALIC), batch 8, forward + backward of rate + 100 * MSE, every "
+            "Bi-WKV on `method=\"scan\"` (before) or the default (now); ms per step:",
+            "",
+            "| crop | scan (before) | auto (now) | scan/auto |",
+            "|---|---|---|---|",
+            *(f"| {r['patch']} px | {r['scan_ms']:.0f} | {r['auto_ms']:.0f} | {r['scan/auto']:.2f} |"
+              for r in model_rows),
+        ]
     REPORT.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {REPORT.with_suffix('.md')}")
 

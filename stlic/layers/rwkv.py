@@ -18,7 +18,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from stlic.layers.omnishift import OmniShift
-from stlic.layers.wkv import MODES, bi_wkv
+from stlic.layers.wkv import METHODS, MODES, bi_wkv
 
 __all__ = ["SpatialMix", "ChannelMix", "BiRWKVBlock", "map_to_tokens", "tokens_to_map", "set_wkv_mode"]
 
@@ -63,13 +63,16 @@ class SpatialMix(_ShiftedTokenMixer):
     attention uses w = decay / T and u = boost / T (Vision-RWKV's resolution scaling).
     ``wkv_mode`` is ``"paper"`` (our training) or ``"kernel"`` (the official CUDA kernel's
     function, for official weights); see ``stlic.layers.wkv`` and ``set_wkv_mode``.
+    ``wkv_method`` picks the algorithm (``stlic.layers.wkv.METHODS``; same result).
     """
 
-    def __init__(self, dim: int, wkv_mode: str = "paper") -> None:
+    def __init__(self, dim: int, wkv_mode: str = "paper", wkv_method: str = "auto") -> None:
         super().__init__(dim)
         if wkv_mode not in MODES:
             raise ValueError(f"wkv_mode must be one of {MODES}, got {wkv_mode!r}")
-        self.wkv_mode = wkv_mode
+        if wkv_method not in METHODS:
+            raise ValueError(f"wkv_method must be one of {METHODS}, got {wkv_method!r}")
+        self.wkv_mode, self.wkv_method = wkv_mode, wkv_method
         self.key = nn.Linear(dim, dim, bias=False)
         self.value = nn.Linear(dim, dim, bias=False)
         self.receptance = nn.Linear(dim, dim, bias=False)
@@ -80,24 +83,28 @@ class SpatialMix(_ShiftedTokenMixer):
     def mix_tokens(self, tokens: Tensor) -> Tensor:
         steps = tokens.shape[1]
         k, v, r = self.key(tokens), self.value(tokens), self.receptance(tokens)
-        wkv = bi_wkv(self.decay / steps, self.boost / steps, k, v, mode=self.wkv_mode)
+        wkv = bi_wkv(self.decay / steps, self.boost / steps, k, v, mode=self.wkv_mode,
+                     method=self.wkv_method)
         return self.output(torch.sigmoid(r) * wkv)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, wkv_mode={self.wkv_mode!r}"
+        return f"dim={self.dim}, wkv_mode={self.wkv_mode!r}, wkv_method={self.wkv_method!r}"
 
 
-def set_wkv_mode(module: nn.Module, mode: str) -> int:
-    """Set the Bi-WKV mode of every ``SpatialMix`` inside ``module``; returns how many.
+def set_wkv_mode(module: nn.Module, mode: str | None = None, method: str | None = None) -> int:
+    """Set the Bi-WKV mode and/or method of every ``SpatialMix`` inside ``module``; returns how many.
 
     The mode is a property of the weights (which function they were trained with), not a
     parameter: it is not stored in the state_dict.
     """
-    if mode not in MODES:
+    if mode is not None and mode not in MODES:
         raise ValueError(f"wkv_mode must be one of {MODES}, got {mode!r}")
+    if method is not None and method not in METHODS:
+        raise ValueError(f"wkv_method must be one of {METHODS}, got {method!r}")
     mixers = [m for m in module.modules() if isinstance(m, SpatialMix)]
     for mixer in mixers:
-        mixer.wkv_mode = mode
+        mixer.wkv_mode = mode or mixer.wkv_mode
+        mixer.wkv_method = method or mixer.wkv_method
     return len(mixers)
 
 

@@ -130,13 +130,20 @@ def test_set_wkv_mode_reaches_every_spatial_mix():
     assert set_wkv_mode(model, "kernel") == 2
     assert [m.wkv_mode for m in model.modules() if isinstance(m, SpatialMix)] == ["kernel", "kernel"]
     assert "wkv_mode='kernel'" in repr(model[0].spatial_mix)
+    assert set_wkv_mode(model, method="chunked") == 2
+    assert [(m.wkv_mode, m.wkv_method) for m in model.modules() if isinstance(m, SpatialMix)] == [
+        ("kernel", "chunked")] * 2
     with pytest.raises(ValueError, match="wkv_mode"):
         set_wkv_mode(model, "fast")
+    with pytest.raises(ValueError, match="wkv_method"):
+        set_wkv_mode(model, method="triton")
 
 
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="wkv_mode"):
         SpatialMix(4, wkv_mode="official")
+    with pytest.raises(ValueError, match="wkv_method"):
+        SpatialMix(4, wkv_method="cuda")
     with pytest.raises(ValueError, match="hidden_rate"):
         BiRWKVBlock(4, hidden_rate=0)
     with pytest.raises(ValueError, match="dim"):
