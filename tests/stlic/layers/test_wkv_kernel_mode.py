@@ -162,6 +162,18 @@ def test_kernel_mode_gradients_match_dense_formula(steps, segments, decay_t, k_s
             torch.testing.assert_close(g, ref, rtol=1e-8, atol=1e-8, msg=lambda m: f"{method} d/d{name}: {m}")
 
 
+def test_kernel_mode_gradients_float32():
+    w, u, k, v = _inputs(150, 8.0)
+    upstream = torch.randn(k.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    leaves64 = [t.clone().requires_grad_(True) for t in (w, u, k, v)]
+    leaves32 = [t.float().requires_grad_(True) for t in (w, u, k, v)]
+    expected = torch.autograd.grad((bi_wkv_reference(*leaves64, mode="kernel") * upstream).sum(), leaves64)
+    got = torch.autograd.grad((bi_wkv(*leaves32, mode="kernel").double() * upstream).sum(), leaves32)
+    for name, ref, g in zip("wukv", expected, got):
+        scale = ref.abs().max().item() + 1.0
+        torch.testing.assert_close(g.double(), ref, rtol=0, atol=1e-4 * scale, msg=lambda m: f"d/d{name}: {m}")
+
+
 def test_kernel_mode_gradcheck():
     w, u, k, v = (t.requires_grad_(True) for t in _inputs(11, 4.0, batch=1, channels=2))
     assert torch.autograd.gradcheck(lambda *a: bi_wkv(*a, mode="kernel", segments=3), (w, u, k, v))
