@@ -1,33 +1,47 @@
-"""Bi-WKV timings: linear-time blocked scan vs the O(T^2) formula vs a token-by-token loop.
+"""Bi-WKV timings: the default (factorised) path vs the previous log-scaled scan, the chunked
+matmul form, the O(T^2) formula and a token-by-token loop.
 
 All contenders run side by side in one process on the same inputs (B, T, C) with T = side^2,
-forward alone and forward + backward. Writes reports/benchmarks/wkv.md (and .json).
+forward alone and forward + backward, their samples interleaved. Writes
+reports/benchmarks/wkv.md (and .json).
 
-    python benchmarks/wkv.py [--channels 32] [--batch 1] [--repeats 3] [--clock cpu|wall]
+    python benchmarks/wkv.py [--shapes 8:32:16 ...] [--repeats 10] [--clock cpu|wall] [--device cpu]
+                             [--model-patches 64 128]
 
-``--clock cpu`` (default) times one thread by process CPU time, which stays meaningful on a
-shared, loaded machine; ``--clock wall`` uses wall-clock time with torch's default threads.
+A shape is batch:side:channels. The defaults are the tiny preset's Bi-RWKV stages at batch 8
+(64 px crops: 32x32 and 16x16 maps of 16 channels, 8x8 of 24; 128 px crops double the sides),
+then larger maps of 32 channels. ``--clock cpu`` (default) times one thread by process CPU
+time, which stays meaningful on a shared, loaded machine; ``--clock wall`` uses wall-clock
+time with torch's default threads (and synchronises CUDA).
 
-Contenders:
-  linear      stlic.layers.wkv.bi_wkv (float32, default chunk)
-  quadratic   the direct formula as a float32 (B, T, T, C) softmax; skipped when that tensor
-              would exceed --max-quadratic elements (memory)
+``--model-patches``: also times one forward + backward of rate + MSE through the tiny preset's
+main network (LALIC) at batch 8 on random crops of these sizes, with every Bi-WKV on
+``method="scan"`` (before) and on the default (now): what a rate-distortion training step
+gains.
+
+Contenders (all float32):
+  auto        stlic.layers.wkv.bi_wkv, the default: whole-sequence factorisation, cumsums
+  scan        bi_wkv(method="scan"): the log-scaled blocked scan, the default before
+  chunked     bi_wkv(method="chunked", chunk=64): prefix sums as chunked matmuls (for GPUs)
+  quadratic   the direct formula as a (B, T, T, C) softmax; skipped when that tensor would
+              exceed --max-quadratic elements (memory)
   loop        RWKV's sequential log-space recurrence, one Python step per token and direction;
               skipped above --max-loop tokens
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from stlic.layers.rwkv import set_wkv_mode
 from stlic.layers.wkv import bi_wkv, bi_wkv_reference
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "wkv"
@@ -35,10 +49,10 @@ REPORT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "wkv"
 
 def quadratic_float32(w, u, k, v):
     steps = k.shape[1]
-    pos = torch.arange(steps, dtype=k.dtype)
+    pos = torch.arange(steps, dtype=k.dtype, device=k.device)
     gap = (pos[:, None] - pos[None, :]).abs() - 1.0
     exponent = -gap[None, :, :, None] * w + k[:, None, :, :]
-    eye = torch.eye(steps, dtype=torch.bool)[None, :, :, None]
+    eye = torch.eye(steps, dtype=torch.bool, device=k.device)[None, :, :, None]
     exponent = torch.where(eye, (u + k)[:, None, :, :], exponent)
     return (torch.softmax(exponent, dim=2) * v[:, None, :, :]).sum(dim=2)
 
@@ -70,24 +84,38 @@ def loop(w, u, k, v):
     return (el * ln + er * rn + es * v) / (el * ld + er * rd + es)
 
 
-def _time(fn: Callable[[], object], repeats: int, clock: Callable[[], float]) -> float:
-    fn()  # warm-up
-    samples = []
-    for _ in range(repeats):
+def _time_interleaved(runs: dict[str, Callable[[], object]], repeats: int, clock, sync) -> dict[str, float]:
+    """Seconds per call of each contender: the fastest of ``repeats`` samples, each sample
+    timing enough calls to last about 20 ms, one sample of each contender in turn so that load
+    drifts hit all alike (on a shared machine the fastest sample is the least disturbed)."""
+    calls = {}
+    for name, fn in runs.items():  # warm-up and calibration
+        sync()
         start = clock()
         fn()
-        samples.append(clock() - start)
-    return statistics.median(samples)
+        sync()
+        calls[name] = max(1, min(50, int(0.02 / max(clock() - start, 1e-6))))
+    best = {name: float("inf") for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            sync()
+            start = clock()
+            for _ in range(calls[name]):
+                fn()
+            sync()
+            best[name] = min(best[name], (clock() - start) / calls[name])
+    return best
 
 
-def _max_error(w, u, k, v, max_elements: float) -> float:
-    """Max |bi_wkv - float64 reference| on as many channels as fit the quadratic memory cap."""
+def _max_errors(impls, w, u, k, v, max_elements: float) -> dict[str, float]:
+    """Max |impl - float64 reference| on as many channels as fit the quadratic memory cap."""
     batch, steps, _ = k.shape
-    channels = max(1, min(k.shape[2], int(max_elements / 4 / (batch * steps * steps))))  # float64
-    if batch * steps * steps > 4 * max_elements:
-        return float("nan")
+    channels = min(k.shape[2], int(max_elements / 4 / (batch * steps * steps)))  # float64
+    if channels < 1:
+        return {name: float("nan") for name in impls}
     w, u, k, v = w[:channels], u[:channels], k[..., :channels], v[..., :channels]
-    return (bi_wkv(w, u, k, v).double() - bi_wkv_reference(w, u, k, v)).abs().max().item()
+    ref = bi_wkv_reference(w, u, k, v)
+    return {name: (fn(w, u, k, v).double() - ref).abs().max().item() for name, fn in impls.items()}
 
 
 def _runner(impl, w, u, k, v, backward: bool):
@@ -104,71 +132,125 @@ def _runner(impl, w, u, k, v, backward: bool):
     return run
 
 
+def _model_step_rows(patches, repeats, clock, sync, device) -> list[dict]:
+    """Tiny LALIC forward + backward (rate + MSE), every Bi-WKV on "scan" vs "auto"."""
+    from stlic.models import LALIC, PRESETS
+
+    rows = []
+    for patch in patches:
+        torch.manual_seed(0)
+        model = LALIC(PRESETS["tiny"]).to(device)
+        x = torch.rand(8, 3, patch, patch, device=device)
+
+        def step():
+            out = model(x)
+            bits = sum(-torch.log2(p).sum() for p in out.likelihoods.values())
+            loss = bits / x[:, 0].numel() + 100 * torch.mean((out.x_hat - x) ** 2)
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+
+        def with_method(method):
+            def run():
+                set_wkv_mode(model, method=method)
+                step()
+            return run
+        times = _time_interleaved({"scan": with_method("scan"), "auto": with_method("auto")},
+                                  repeats, clock, sync)
+        row = {"patch": patch, "scan_ms": times["scan"] * 1e3, "auto_ms": times["auto"] * 1e3,
+               "scan/auto": times["scan"] / times["auto"]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+DEFAULT_SHAPES = ["8:8:24", "8:16:16", "8:32:16", "8:16:24", "8:64:16", "1:64:32", "1:128:32"]
+EXACT = {"auto": bi_wkv, "scan": functools.partial(bi_wkv, method="scan"),
+         "chunked": functools.partial(bi_wkv, method="chunked", chunk=64)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sides", type=int, nargs="+", default=[16, 32, 64, 128])
-    parser.add_argument("--channels", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, help="batch:side:channels")
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--max-quadratic", type=float, default=1.5e8, help="elements of (B,T,T,C)")
-    parser.add_argument("--max-loop", type=int, default=4096, help="tokens")
+    parser.add_argument("--max-loop", type=int, default=1024, help="tokens")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model-patches", type=int, nargs="*", default=[64, 128])
     args = parser.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     if args.clock == "cpu":
         torch.set_num_threads(1)
     torch.manual_seed(0)
     rows = []
-    for side in args.sides:
+    for shape in args.shapes:
+        batch, side, channels = (int(x) for x in shape.split(":"))
         steps = side * side
-        w = torch.randn(args.channels) * 8 / steps
-        u = torch.randn(args.channels) / steps
-        k, v = torch.randn(2, args.batch, steps, args.channels)
-        error = _max_error(w, u, k, v, args.max_quadratic)
-        quad_ok = args.batch * steps * steps * args.channels <= args.max_quadratic
-        impls = {"linear": bi_wkv, "quadratic": quadratic_float32 if quad_ok else None,
+        w = (torch.randn(channels) * 8 / steps).to(args.device)
+        u = (torch.randn(channels) / steps).to(args.device)
+        k, v = torch.randn(2, batch, steps, channels, device=args.device)
+        errors = _max_errors(EXACT, w, u, k, v, args.max_quadratic)
+        quad_ok = batch * steps * steps * channels <= args.max_quadratic
+        impls = {**EXACT, "quadratic": quadratic_float32 if quad_ok else None,
                  "loop": loop if steps <= args.max_loop else None}
         for backward in (False, True):
-            times = {name: (_time(_runner(fn, w, u, k, v, backward), args.repeats, clock) if fn else None)
-                     for name, fn in impls.items()}
-            row = {"side": side, "tokens": steps, "pass": "fwd+bwd" if backward else "fwd",
-                   **{f"{n}_ms": (t * 1e3 if t else None) for n, t in times.items()},
-                   "quadratic/linear": times["quadratic"] / times["linear"] if times["quadratic"] else None,
-                   "loop/linear": times["loop"] / times["linear"] if times["loop"] else None,
-                   "max_abs_err_vs_float64": error}
+            runs = {name: _runner(fn, w, u, k, v, backward) for name, fn in impls.items() if fn}
+            times = _time_interleaved(runs, args.repeats, clock, sync)
+            row = {"batch": batch, "side": side, "channels": channels, "tokens": steps,
+                   "pass": "fwd+bwd" if backward else "fwd",
+                   **{f"{n}_ms": (times[n] * 1e3 if n in times else None) for n in impls},
+                   **{f"{n}/auto": (times[n] / times["auto"] if n in times else None) for n in impls if n != "auto"},
+                   **{f"{n}_max_err": errors[n] for n in EXACT}}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    _write(rows, args)
+    model_rows = _model_step_rows(args.model_patches, args.repeats, clock, sync, args.device)
+    _write(rows, model_rows, args)
 
 
 def _fmt(value, spec: str) -> str:
     return "skipped" if value is None else format(value, spec)
 
 
-def _write(rows, args) -> None:
+def _write(rows, model_rows, args) -> None:
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    REPORT.with_suffix(".json").write_text(json.dumps({"bi_wkv": rows, "tiny_model_step": model_rows}, indent=1))
     lines = [
-        "# Bi-WKV: linear-time scan vs O(T^2) formula vs token loop",
+        "# Bi-WKV: default (factorised) vs previous scan vs chunked matmul form vs O(T^2) vs loop",
         "",
-        f"`python benchmarks/wkv.py` on {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.clock} clock, "
-        f"float32, 1-min load average at the end {os.getloadavg()[0]:.1f}, "
-        f"B={args.batch}, C={args.channels}, median of {args.repeats}. Times in ms; ratios > 1 mean "
-        "the linear scan is faster. Max error of `bi_wkv` (float32) against the float64 O(T^2) "
-        "reference, on the channels that fit memory (nan: none fit). `skipped`: quadratic beyond "
+        f"`python benchmarks/wkv.py{' --clock wall' if args.clock == 'wall' else ''}"
+        f"{' --device ' + args.device if args.device != 'cpu' else ''}` on "
+        f"{platform.processor() or platform.machine()} ({args.device}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s), {args.clock} clock, float32, 1-min load average at "
+        f"the end {os.getloadavg()[0]:.1f}, fastest of {args.repeats} interleaved samples of about 20 ms each. Times in ms; "
+        "`scan` is the default before this change, `auto` the default now; ratios > 1 mean `auto` "
+        "is faster. Max errors against the float64 O(T^2) reference, on the channels that fit "
+        "memory (nan: none fit). `skipped`: quadratic beyond "
         f"{args.max_quadratic:.1e} elements of (B,T,T,C) (memory), loop beyond {args.max_loop} tokens.",
         "",
-        "| H x W | T | pass | linear | quadratic | loop | quadratic/linear | loop/linear | max err vs float64 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| B | H x W | C | pass | scan (before) | auto (now) | scan/auto | chunked | chunked/auto "
+        "| quadratic | loop | max err auto / scan / chunked |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['side']}x{r['side']} | {r['tokens']} | {r['pass']} | {_fmt(r['linear_ms'], '.1f')} | "
+            f"| {r['batch']} | {r['side']}x{r['side']} | {r['channels']} | {r['pass']} | "
+            f"{_fmt(r['scan_ms'], '.2f')} | {_fmt(r['auto_ms'], '.2f')} | {_fmt(r['scan/auto'], '.2f')} | "
+            f"{_fmt(r['chunked_ms'], '.2f')} | {_fmt(r['chunked/auto'], '.2f')} | "
             f"{_fmt(r['quadratic_ms'], '.1f')} | {_fmt(r['loop_ms'], '.1f')} | "
-            f"{_fmt(r['quadratic/linear'], '.2f')} | {_fmt(r['loop/linear'], '.2f')} | "
-            f"{_fmt(r['max_abs_err_vs_float64'], '.1e')} |"
+            f"{r['auto_max_err']:.1e} / {r['scan_max_err']:.1e} / {r['chunked_max_err']:.1e} |"
         )
+    if model_rows:
+        lines += [
+            "",
+            "Tiny preset main network (LALIC), batch 8, forward + backward of rate + 100 * MSE, every "
+            "Bi-WKV on `method=\"scan\"` (before) or the default (now); ms per step:",
+            "",
+            "| crop | scan (before) | auto (now) | scan/auto |",
+            "|---|---|---|---|",
+            *(f"| {r['patch']} px | {r['scan_ms']:.0f} | {r['auto_ms']:.0f} | {r['scan/auto']:.2f} |"
+              for r in model_rows),
+        ]
     REPORT.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {REPORT.with_suffix('.md')}")
 

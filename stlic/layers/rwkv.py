@@ -8,6 +8,7 @@ with per-channel residual gains g1, g2 (init 1) and LayerNorm over channels. Map
 
     SpatialMix(x) = W_o( sigmoid(r) * BiWKV(decay / T, boost / T, k, v) ),
                     k, v, r = W_k s, W_v s, W_r s,  s = OmniShift(x)
+    (BiWKV in the paper's form, or the official kernel's for official weights: ``set_wkv_mode``)
     ChannelMix(x) = W_v( relu(W_k s)^2 ) * sigmoid(W_r s),  s = OmniShift(x), hidden = rate * C
 """
 from __future__ import annotations
@@ -17,9 +18,9 @@ import torch.nn as nn
 from torch import Tensor
 
 from stlic.layers.omnishift import OmniShift
-from stlic.layers.wkv import bi_wkv
+from stlic.layers.wkv import METHODS, MODES, bi_wkv
 
-__all__ = ["SpatialMix", "ChannelMix", "BiRWKVBlock", "map_to_tokens", "tokens_to_map"]
+__all__ = ["SpatialMix", "ChannelMix", "BiRWKVBlock", "map_to_tokens", "tokens_to_map", "set_wkv_mode"]
 
 
 def map_to_tokens(x: Tensor) -> Tensor:
@@ -60,10 +61,18 @@ class SpatialMix(_ShiftedTokenMixer):
 
     ``decay`` and ``boost`` are initialised from N(0, 1) as in the official LALIC code; the
     attention uses w = decay / T and u = boost / T (Vision-RWKV's resolution scaling).
+    ``wkv_mode`` is ``"paper"`` (our training) or ``"kernel"`` (the official CUDA kernel's
+    function, for official weights); see ``stlic.layers.wkv`` and ``set_wkv_mode``.
+    ``wkv_method`` picks the algorithm (``stlic.layers.wkv.METHODS``; same result).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, wkv_mode: str = "paper", wkv_method: str = "auto") -> None:
         super().__init__(dim)
+        if wkv_mode not in MODES:
+            raise ValueError(f"wkv_mode must be one of {MODES}, got {wkv_mode!r}")
+        if wkv_method not in METHODS:
+            raise ValueError(f"wkv_method must be one of {METHODS}, got {wkv_method!r}")
+        self.wkv_mode, self.wkv_method = wkv_mode, wkv_method
         self.key = nn.Linear(dim, dim, bias=False)
         self.value = nn.Linear(dim, dim, bias=False)
         self.receptance = nn.Linear(dim, dim, bias=False)
@@ -74,7 +83,29 @@ class SpatialMix(_ShiftedTokenMixer):
     def mix_tokens(self, tokens: Tensor) -> Tensor:
         steps = tokens.shape[1]
         k, v, r = self.key(tokens), self.value(tokens), self.receptance(tokens)
-        return self.output(torch.sigmoid(r) * bi_wkv(self.decay / steps, self.boost / steps, k, v))
+        wkv = bi_wkv(self.decay / steps, self.boost / steps, k, v, mode=self.wkv_mode,
+                     method=self.wkv_method)
+        return self.output(torch.sigmoid(r) * wkv)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, wkv_mode={self.wkv_mode!r}, wkv_method={self.wkv_method!r}"
+
+
+def set_wkv_mode(module: nn.Module, mode: str | None = None, method: str | None = None) -> int:
+    """Set the Bi-WKV mode and/or method of every ``SpatialMix`` inside ``module``; returns how many.
+
+    The mode is a property of the weights (which function they were trained with), not a
+    parameter: it is not stored in the state_dict.
+    """
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"wkv_mode must be one of {MODES}, got {mode!r}")
+    if method is not None and method not in METHODS:
+        raise ValueError(f"wkv_method must be one of {METHODS}, got {method!r}")
+    mixers = [m for m in module.modules() if isinstance(m, SpatialMix)]
+    for mixer in mixers:
+        mixer.wkv_mode = mode or mixer.wkv_mode
+        mixer.wkv_method = method or mixer.wkv_method
+    return len(mixers)
 
 
 class ChannelMix(_ShiftedTokenMixer):

@@ -18,6 +18,11 @@ and, inside every Bi-RWKV block, these module renames::
     ln1 -> norm1    ln2 -> norm2    att -> spatial_mix    ffn -> channel_mix    omni_shift -> shift
     omni_shift.conv5x5_reparam.weight   skipped: ours fuses the OmniShift kernel on demand
 
+The official weights were trained with the official Bi-WKV CUDA kernel, which computes a
+different function from the paper's formula (``stlic.layers.wkv``): ``load_lalic_state_dict``
+switches every Bi-WKV of the model to ``mode="kernel"`` so the loaded network computes what
+its weights were trained for (``KeyMapReport.wkv_mode``).
+
 Not in the official model (it has fixed rate): ``entropy_model.gain.log_gains`` (QVRF gains)
 stays as initialised and is reported under ``missing``. A ``module.`` prefix (DataParallel) and a
 ``{"state_dict": ...}`` wrapper are accepted. Call ``model.update(force=True)`` after loading.
@@ -30,6 +35,8 @@ from typing import Mapping
 
 import torch.nn as nn
 from torch import Tensor
+
+from stlic.layers.rwkv import set_wkv_mode
 
 #: (official prefix, our prefix); ``{k}`` is a channel-group index
 PREFIX_RULES: tuple[tuple[str, str], ...] = (
@@ -86,6 +93,7 @@ class KeyMapReport:
     skipped: list[str] = field(default_factory=list)  # derived tensors we rebuild
     unexpected: list[str] = field(default_factory=list)  # official keys no rule maps
     missing: list[str] = field(default_factory=list)  # our keys left as initialised (QVRF gains)
+    wkv_mode: str = "paper"  # Bi-WKV mode the model was set to ("kernel" after loading)
 
 
 def _unwrap(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -116,7 +124,8 @@ def load_lalic_state_dict(main: nn.Module, state_dict: Mapping[str, Tensor]) -> 
     """Load an official LALIC checkpoint into ``model.main``; returns which keys mapped / are missing.
 
     A mapped tensor whose shape differs from ours raises a ValueError naming both keys (wrong
-    preset); unmapped official keys are reported, never silently dropped.
+    preset); unmapped official keys are reported, never silently dropped. Every Bi-WKV of
+    ``main`` is set to the official kernel's function (``mode="kernel"``).
     """
     converted, report = convert_lalic_state_dict(state_dict)
     own = main.state_dict()
@@ -132,4 +141,6 @@ def load_lalic_state_dict(main: nn.Module, state_dict: Mapping[str, Tensor]) -> 
     result = main.load_state_dict(converted, strict=False)
     # our shared Gaussian's tables and constant bounds are rebuilt by update(), not loaded
     report.missing = sorted(k for k in result.missing_keys if not k.startswith(REBUILT_PREFIX))
+    set_wkv_mode(main, "kernel")
+    report.wkv_mode = "kernel"
     return report

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from stlic.layers import BiRWKVBlock, OmniShift
-from stlic.layers.rwkv import ChannelMix, SpatialMix
+from stlic.layers.rwkv import ChannelMix, SpatialMix, set_wkv_mode
 from stlic.layers.wkv import bi_wkv_reference
 
 
@@ -86,15 +86,17 @@ def test_block_with_zero_gains_is_identity():
     torch.testing.assert_close(block(x), x)
 
 
-def test_spatial_mix_uses_raster_token_order():
-    """SpatialMix against a per-pixel rebuild: token t = h * W + w, WKV by the O(T^2) formula."""
-    mix = _randomise(SpatialMix(3)).double()
-    height, width = 4, 5
+@pytest.mark.parametrize("mode,height,width", [("paper", 4, 5), ("kernel", 9, 8)])
+def test_spatial_mix_uses_raster_token_order(mode, height, width):
+    """SpatialMix against a per-pixel rebuild: token t = h * W + w, WKV by the O(T^2) formula
+    (kernel mode beyond 64 tokens, where it differs from the paper's formula)."""
+    mix = _randomise(SpatialMix(3, wkv_mode=mode)).double()
     x = torch.randn(2, 3, height, width, dtype=torch.float64)
     shifted = mix.shift(x)
     tokens = torch.stack([shifted[:, :, h, w] for h in range(height) for w in range(width)], dim=1)
     steps = height * width
-    wkv = bi_wkv_reference(mix.decay / steps, mix.boost / steps, mix.key(tokens), mix.value(tokens))
+    wkv = bi_wkv_reference(mix.decay / steps, mix.boost / steps, mix.key(tokens), mix.value(tokens),
+                           mode=mode)
     out_tokens = mix.output(torch.sigmoid(mix.receptance(tokens)) * wkv)
     expected = torch.empty_like(x)
     for t in range(steps):
@@ -123,7 +125,25 @@ def test_wrong_channel_count_names_the_problem(module):
         module(torch.zeros(1, 3, 4, 4))
 
 
+def test_set_wkv_mode_reaches_every_spatial_mix():
+    model = torch.nn.Sequential(BiRWKVBlock(4), torch.nn.Conv2d(4, 4, 1), BiRWKVBlock(4))
+    assert set_wkv_mode(model, "kernel") == 2
+    assert [m.wkv_mode for m in model.modules() if isinstance(m, SpatialMix)] == ["kernel", "kernel"]
+    assert "wkv_mode='kernel'" in repr(model[0].spatial_mix)
+    assert set_wkv_mode(model, method="chunked") == 2
+    assert [(m.wkv_mode, m.wkv_method) for m in model.modules() if isinstance(m, SpatialMix)] == [
+        ("kernel", "chunked")] * 2
+    with pytest.raises(ValueError, match="wkv_mode"):
+        set_wkv_mode(model, "fast")
+    with pytest.raises(ValueError, match="wkv_method"):
+        set_wkv_mode(model, method="triton")
+
+
 def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="wkv_mode"):
+        SpatialMix(4, wkv_mode="official")
+    with pytest.raises(ValueError, match="wkv_method"):
+        SpatialMix(4, wkv_method="cuda")
     with pytest.raises(ValueError, match="hidden_rate"):
         BiRWKVBlock(4, hidden_rate=0)
     with pytest.raises(ValueError, match="dim"):

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from stlic.layers.wkv import DEFAULT_CHUNK, bi_wkv, bi_wkv_reference, decayed_prefix_sum
+from stlic.layers.wkv import DEFAULT_CHUNK, METHODS, bi_wkv, bi_wkv_reference, decayed_prefix_sum
+from stlic.layers.wkv_factorised import scales
 
 
 def _inputs(steps: int, decay_times_t: float, k_scale: float = 1.0, k_shift: float = 0.0,
@@ -63,17 +64,19 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("steps,decay_t,k_scale,k_shift,chunk", CASES)
-def test_values_match_reference_float64(steps, decay_t, k_scale, k_shift, chunk):
+def test_values_match_reference_float64(steps, decay_t, k_scale, k_shift, chunk, method):
     w, u, k, v = _inputs(steps, decay_t, k_scale, k_shift)
-    torch.testing.assert_close(bi_wkv(w, u, k, v, chunk=chunk), bi_wkv_reference(w, u, k, v),
+    torch.testing.assert_close(bi_wkv(w, u, k, v, chunk=chunk, method=method), bi_wkv_reference(w, u, k, v),
                                rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("steps,decay_t,k_scale,k_shift,chunk", CASES)
-def test_values_match_reference_float32(steps, decay_t, k_scale, k_shift, chunk):
+def test_values_match_reference_float32(steps, decay_t, k_scale, k_shift, chunk, method):
     w, u, k, v = _inputs(steps, decay_t, k_scale, k_shift)
-    out = bi_wkv(w.float(), u.float(), k.float(), v.float(), chunk=chunk)
+    out = bi_wkv(w.float(), u.float(), k.float(), v.float(), chunk=chunk, method=method)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.double(), bi_wkv_reference(w, u, k, v), rtol=0, atol=2e-5)
 
@@ -84,13 +87,15 @@ def _grads(fn, w, u, k, v, upstream, **kwargs):
     return torch.autograd.grad((out.double() * upstream).sum(), leaves)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("steps,decay_t,k_scale,k_shift,chunk", CASES)
-def test_gradients_match_reference(steps, decay_t, k_scale, k_shift, chunk):
+def test_gradients_match_reference(steps, decay_t, k_scale, k_shift, chunk, method):
     w, u, k, v = _inputs(steps, decay_t, k_scale, k_shift)
     upstream = torch.randn(k.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     expected = _grads(bi_wkv_reference, w, u, k, v, upstream)
-    got64 = _grads(bi_wkv, w, u, k, v, upstream, chunk=chunk)
-    got32 = _grads(bi_wkv, w.float(), u.float(), k.float(), v.float(), upstream, chunk=chunk)
+    got64 = _grads(bi_wkv, w, u, k, v, upstream, chunk=chunk, method=method)
+    got32 = _grads(bi_wkv, w.float(), u.float(), k.float(), v.float(), upstream, chunk=chunk,
+                   method=method)
     for name, ref, g64, g32 in zip("wukv", expected, got64, got32):
         torch.testing.assert_close(g64, ref, rtol=1e-8, atol=1e-8, msg=lambda m: f"d/d{name}: {m}")
         # float32 d/dw sums distance-weighted differences v_i - y_t that nearly cancel when a
@@ -101,9 +106,10 @@ def test_gradients_match_reference(steps, decay_t, k_scale, k_shift, chunk):
                                    msg=lambda m: f"float32 d/d{name}: {m}")
 
 
-def test_gradcheck_float64_tiny():
+@pytest.mark.parametrize("method", METHODS)
+def test_gradcheck_float64_tiny(method):
     w, u, k, v = (t.requires_grad_(True) for t in _inputs(7, decay_times_t=-4.0, batch=1, channels=2))
-    assert torch.autograd.gradcheck(lambda *a: bi_wkv(*a, chunk=3), (w, u, k, v))
+    assert torch.autograd.gradcheck(lambda *a: bi_wkv(*a, chunk=3, method=method), (w, u, k, v))
 
 
 def test_decayed_prefix_sum_matches_brute_force():
@@ -148,7 +154,29 @@ def test_bad_chunk_raises():
         bi_wkv(w, u, k, v, chunk=1)
 
 
+def test_bad_method_raises():
+    w, u, k, v = _inputs(5, 1.0)
+    with pytest.raises(ValueError, match="method"):
+        bi_wkv(w, u, k, v, method="triton")
+    with pytest.raises(ValueError, match="paper mode only"):
+        bi_wkv(w, u, k, v, mode="kernel", method="scan")
+
+
 def test_decayed_prefix_sum_rejects_low_precision():
     a = torch.zeros(1, 2, 5, dtype=torch.float16)
     with pytest.raises(ValueError, match="float32 or all float64"):
         decayed_prefix_sum(torch.zeros(2, dtype=torch.float16), a, torch.zeros(1, 2, 1, 5, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("steps,decay_t,k_scale,expect_fits", [
+    (300, 5.0, 1.0, True),  # the usual case: whole-sequence factorisation
+    (100, 500.0, 1.0, False),  # exponent spread beyond any float: blocked log-scaled scan
+])
+def test_both_paths_are_taken_and_match_reference(dtype, steps, decay_t, k_scale, expect_fits):
+    w, u, k, v = _inputs(steps, decay_t, k_scale, dtype=dtype)
+    _, _, fits = scales(w, u, k.transpose(1, 2))
+    assert fits == expect_fits
+    atol = 1e-10 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(bi_wkv(w, u, k, v).double(), bi_wkv_reference(w, u, k, v),
+                               rtol=0, atol=atol)

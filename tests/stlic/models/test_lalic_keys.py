@@ -61,6 +61,9 @@ def test_round_trip_through_the_official_layout(tiny_main):
     assert report.unexpected == []
     assert report.missing == ["entropy_model.gain.log_gains"]  # LALIC has no QVRF gains
     assert len(report.aliases) > 0 and len(report.skipped) > 0
+    # official weights compute the official kernel's Bi-WKV
+    assert report.wkv_mode == "kernel"
+    assert {m.wkv_mode for m in fresh.modules() if hasattr(m, "wkv_mode")} == {"kernel"}
     source, loaded = tiny_main.state_dict(), fresh.state_dict()
     for key in source:
         if key.startswith("entropy_model.gain") or key.startswith("entropy_model.gaussian_conditional"):
