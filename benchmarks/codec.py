@@ -1,13 +1,18 @@
-"""Encode / decode wall time of the real ST-LIC codec beside CompressAI's ELIC, same image, same run.
+"""Encode / decode wall time and peak memory of the real ST-LIC codec beside CompressAI's ELIC,
+same image, same run.
 
-    python benchmarks/codec.py [--image PATH] [--preset full] [--repeats 1]
+    python benchmarks/codec.py [--image PATH] [--preset full] [--repeats 1] [--large-megapixels 2]
 
 Both models are UNTRAINED (random weights, ``update(force=True)``): the timings are those of
 the real networks and rANS coders, but the bitrates say nothing about compression quality.
 ST-LIC times the whole file path (container, fingerprint, LALIC, rANS, UNet refiner);
 ELIC (``compressai.models.Elic2022Official``) times ``compress`` / ``decompress`` on the image
 padded to a multiple of 64. The two models' calls alternate, so a shared machine's changing
-load hits both alike. Writes ``reports/benchmarks/codec.md`` and ``codec.json``.
+load hits both alike. Peak RSS is sampled every 5 ms during each call (the process holds
+~1 GB before any call: torch and CompressAI's imports). Then: a per-stage breakdown of ST-LIC
+coding, the time and bytes of the float64 entropy-parameter path against float32, and both
+codecs on the image upscaled to ``--large-megapixels``. Writes ``reports/benchmarks/codec.md``
+and ``codec.json``.
 """
 from __future__ import annotations
 
@@ -16,10 +21,12 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from stlic.codec.codec import compress_image, decompress_image
 from stlic.codec.image_io import read_image
@@ -36,17 +43,45 @@ def default_image() -> Path:
     return default_train_images()[0]
 
 
-def timed(fn) -> tuple[float, object]:
-    """Wall time (s) of one call and its result."""
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+def rss_mb() -> float:
+    """Resident set size of this process now (Linux /proc)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakRss:
+    """Largest RSS (MB) seen while the ``with`` block runs, sampled every 5 ms by a thread."""
+
+    def __enter__(self) -> "PeakRss":
+        self.peak, self._stop = rss_mb(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+
+def timed(fn) -> tuple[float, object, float]:
+    """Wall time (s) of one call, its result and the peak RSS (MB) during it."""
+    with PeakRss() as memory:
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+    return seconds, result, memory.peak
 
 
 class StlicRunner:
     """The real file path: container, fingerprint, LALIC, rANS, UNet refiner."""
 
     def __init__(self, image: torch.Tensor, preset: str) -> None:
+        torch.manual_seed(0)  # the same untrained weights in every section of the report
         self.model = STLIC(preset).eval()
         self.model.update(force=True)
         self.image = image
@@ -67,6 +102,7 @@ class ElicRunner:
     def __init__(self, image: torch.Tensor) -> None:
         from compressai.models import Elic2022Official
 
+        torch.manual_seed(0)
         self.model = Elic2022Official().eval()
         self.model.update(force=True)
         self.image, self.x = image, pad_to_multiple(image[None])
@@ -87,35 +123,88 @@ def params_m(model: torch.nn.Module) -> float:
 def run_interleaved(image: torch.Tensor, preset: str, repeats: int) -> dict:
     """Alternate ST-LIC and ELIC calls so both see the same machine load; medians per step."""
     stlic, elic = StlicRunner(image, preset), ElicRunner(image)
-    times: dict[str, list[float]] = {key: [] for key in
-                                     ("stlic_encode", "elic_encode", "stlic_decode", "elic_decode", "stlic_reconstruct")}
+    keys = ("stlic_encode", "elic_encode", "stlic_decode", "elic_decode", "stlic_reconstruct")
+    times: dict[str, list[float]] = {key: [] for key in keys}
+    peaks: dict[str, float] = {key: 0.0 for key in keys}
+
+    def step(key, fn):
+        seconds, result, peak = timed(fn)
+        times[key].append(seconds)
+        peaks[key] = max(peaks[key], peak)
+        return result
+
     for _ in range(repeats):
-        seconds, data = timed(stlic.encode)
-        times["stlic_encode"].append(seconds)
-        seconds, out = timed(elic.encode)
-        times["elic_encode"].append(seconds)
-        seconds, decoded = timed(lambda: stlic.decode(data))
-        times["stlic_decode"].append(seconds)
-        assert decoded.shape[-2:] == image.shape[-2:]
-        seconds, decoded = timed(lambda: elic.decode(out))
-        times["elic_decode"].append(seconds)
-        assert decoded.shape[-2:] == image.shape[-2:]
-        seconds, _ = timed(stlic.reconstruct)
-        times["stlic_reconstruct"].append(seconds)
+        data = step("stlic_encode", stlic.encode)
+        out = step("elic_encode", elic.encode)
+        assert step("stlic_decode", lambda: stlic.decode(data)).shape[-2:] == image.shape[-2:]
+        assert step("elic_decode", lambda: elic.decode(out)).shape[-2:] == image.shape[-2:]
+        step("stlic_reconstruct", stlic.reconstruct)
         print({key: round(values[-1], 2) for key, values in times.items()}, flush=True)
     median = {key: statistics.median(values) for key, values in times.items()}
     return {
         "stlic": {"encode_s": median["stlic_encode"], "decode_s": median["stlic_decode"],
                   "reconstruct_s": median["stlic_reconstruct"], "bytes": len(data),
-                  "params_M": params_m(stlic.model)},
+                  "params_M": params_m(stlic.model), "encode_peak_MB": peaks["stlic_encode"],
+                  "decode_peak_MB": peaks["stlic_decode"]},
         "elic": {"encode_s": median["elic_encode"], "decode_s": median["elic_decode"],
-                 "bytes": sum(len(s) for group in out["strings"] for s in group), "params_M": params_m(elic.model)},
+                 "bytes": sum(len(s) for group in out["strings"] for s in group), "params_M": params_m(elic.model),
+                 "encode_peak_MB": peaks["elic_encode"], "decode_peak_MB": peaks["elic_decode"]},
         "samples_s": times,
     }
 
 
+@torch.no_grad()
+def stage_breakdown(image: torch.Tensor, preset: str) -> dict:
+    """Seconds of each stage of one ST-LIC encode, and the float64 parameter path against float32
+    (time of h_s + SCCTX coding, bytes of the y string)."""
+    model = StlicRunner(image, preset).model
+    main, x = model.main, pad_to_multiple(image[None])
+    stages: dict[str, float] = {}
+
+    def stage(name, fn):
+        seconds, result, _ = timed(fn)
+        stages[name] = seconds
+        return result
+
+    y = stage("g_a", lambda: main.g_a(x))
+    z_symbols = stage("h_a", lambda: main.entropy_bottleneck.quantize(main.h_a(y), "symbols", main.z_medians()))
+    y_bytes = {}
+    for dtype in (torch.float32, torch.float64):
+        main.parameter_dtype = dtype
+        name = str(dtype).removeprefix("torch.")
+        main._parameter_path(z_symbols)  # builds and caches the copy outside the timing
+
+        def code():
+            entropy_model, hyper = main._parameter_path(z_symbols)
+            return entropy_model.compress(y.to(dtype), hyper, 0.0)
+
+        y_string, y_hat = stage(f"h_s + SCCTX coding ({name})", code)
+        y_bytes[name] = len(y_string)
+    x_hat = stage("g_s", lambda: main.g_s(y_hat.float()))
+    stage("refiner", lambda: model.refiner(x_hat))
+    return {"stages_s": stages, "y_bytes": y_bytes}
+
+
+@torch.no_grad()
+def run_large(image: torch.Tensor, preset: str, megapixels: float) -> dict:
+    """One encode and decode of each codec on ``image`` upscaled to ``megapixels``."""
+    scale = (megapixels * 1e6 / (image.shape[-2] * image.shape[-1])) ** 0.5
+    size = (round(image.shape[-2] * scale), round(image.shape[-1] * scale))
+    large = F.interpolate(image[None], size=size, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    result = {"size": list(size)}
+    for name, runner in (("stlic", StlicRunner(large, preset)), ("elic", ElicRunner(large))):
+        encode_s, data, encode_peak = timed(runner.encode)
+        decode_s, _, decode_peak = timed(lambda: runner.decode(data))
+        result[name] = {"encode_s": encode_s, "decode_s": decode_s,
+                        "encode_peak_MB": encode_peak, "decode_peak_MB": decode_peak}
+        del runner
+        print(name, result[name], flush=True)
+    return result
+
+
 def write_report(results: dict, image: Path, size: tuple[int, int], args: argparse.Namespace) -> Path:
-    stlic, elic = results["stlic"], results["elic"]
+    stlic, elic, large = results["stlic"], results["elic"], results["large"]
+    breakdown = results["breakdown"]
     lines = [
         "# Codec benchmark: ST-LIC file codec vs CompressAI ELIC (untrained weights)",
         "",
@@ -123,24 +212,43 @@ def write_report(results: dict, image: Path, size: tuple[int, int], args: argpar
         "with ST-LIC and ELIC calls alternated, "
         f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}, "
         f"load average at start {results['load_average']:.1f}.",
-        "Both networks are untrained: timings are meaningful, bitrates are not.",
+        "Both networks are untrained: timings are meaningful, bitrates are not. Peak RSS is the largest "
+        f"resident size during the call; the process held {results['baseline_MB']:.0f} MB after its imports "
+        f"(`import torch` alone: ~0.7 GB; `import compressai` adds ~0.3 GB, it imports torch_geometric "
+        "and torchvision).",
         "",
-        "| model | params (M) | encode (s) | decode (s) | bytes (untrained) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| model | params (M) | encode (s) | decode (s) | encode peak RSS (MB) | decode peak RSS (MB) | bytes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         f"| ST-LIC `{args.preset}` (file, incl. refiner) | {stlic['params_M']:.1f} | {stlic['encode_s']:.2f} | "
-        f"{stlic['decode_s']:.2f} | {stlic['bytes']} |",
+        f"{stlic['decode_s']:.2f} | {stlic['encode_peak_MB']:.0f} | {stlic['decode_peak_MB']:.0f} | {stlic['bytes']} |",
         f"| ELIC (Elic2022Official) | {elic['params_M']:.1f} | {elic['encode_s']:.2f} | {elic['decode_s']:.2f} | "
-        f"{elic['bytes']} |",
+        f"{elic['encode_peak_MB']:.0f} | {elic['decode_peak_MB']:.0f} | {elic['bytes']} |",
         "",
         f"Ratios ST-LIC / ELIC: encode {results['encode_ratio']:.2f}x, decode {results['decode_ratio']:.2f}x.",
         f"ST-LIC `reconstruct` (same networks and context model, no rANS, no container): "
-        f"{stlic['reconstruct_s']:.2f} s; decode - reconstruct = "
-        f"{stlic['decode_s'] - stlic['reconstruct_s']:+.2f} s is the cost of parsing, fingerprint and rANS "
-        "(within the noise of a shared machine when near zero): the networks dominate.",
-        f"ST-LIC has {stlic['params_M'] / elic['params_M']:.1f}x ELIC's parameters "
-        "(LALIC main network + SCCTX context model + UNet refiner).",
+        f"{stlic['reconstruct_s']:.2f} s.",
         "",
-        "Reproduce: `python benchmarks/codec.py`.",
+        "## Where ST-LIC's encode time goes (one run, same image)",
+        "",
+        "| stage | seconds |",
+        "| --- | ---: |",
+        *(f"| {name} | {seconds:.2f} |" for name, seconds in breakdown["stages_s"].items()),
+        "",
+        "The entropy-parameter path (h_s and the SCCTX model) runs in float64 so that every device and "
+        "thread count selects the same CDFs (`stlic/models/parameter_path.py`); the rows above give its "
+        "time in float32 and float64. Its cost in bits: y string "
+        f"{breakdown['y_bytes']['float64']} bytes in float64 against {breakdown['y_bytes']['float32']} in float32.",
+        "",
+        f"## A {large['size'][1]}x{large['size'][0]} image ({large['size'][0] * large['size'][1] / 1e6:.1f} MP, "
+        "the same photo upscaled), one run each",
+        "",
+        "| model | encode (s) | decode (s) | encode peak RSS (MB) | decode peak RSS (MB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *(f"| {name} | {r['encode_s']:.2f} | {r['decode_s']:.2f} | {r['encode_peak_MB']:.0f} | "
+          f"{r['decode_peak_MB']:.0f} |" for name, r in (("ST-LIC", large["stlic"]), ("ELIC", large["elic"]))),
+        "",
+        f"Reproduce: `python benchmarks/codec.py --preset {args.preset} --repeats {args.repeats} "
+        f"--large-megapixels {args.large_megapixels}`.",
     ]
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     (REPORT_DIR / "codec.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -154,13 +262,17 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=None, help="default: ../shared/data/kodak/kodim01.png")
     parser.add_argument("--preset", default="full")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--large-megapixels", type=float, default=2.0, help="size of the second, upscaled image")
     args = parser.parse_args()
     image_path = args.image or default_image()
     image = read_image(image_path)
     load = os.getloadavg()[0]
     results = {"image": os.path.relpath(image_path, REPO_ROOT), "preset": args.preset, "load_average": load,
-               "threads": torch.get_num_threads()}
+               "threads": torch.get_num_threads(), "baseline_MB": rss_mb()}
     results.update(run_interleaved(image, args.preset, args.repeats))
+    results["breakdown"] = stage_breakdown(image, args.preset)
+    print(results["breakdown"], flush=True)
+    results["large"] = run_large(image, args.preset, args.large_megapixels)
     results["encode_ratio"] = results["stlic"]["encode_s"] / results["elic"]["encode_s"]
     results["decode_ratio"] = results["stlic"]["decode_s"] / results["elic"]["decode_s"]
     print(f"ST-LIC / ELIC: encode {results['encode_ratio']:.2f}x, decode {results['decode_ratio']:.2f}x")
