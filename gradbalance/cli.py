@@ -111,6 +111,9 @@ def _check_out(out: Path, inputs: list, force: bool, is_dir: bool = False) -> No
         raise ValueError(f"--out {out} is a directory; give a file name")
     if out.exists() and not force:
         raise FileExistsError(f"--out {out} already exists; use --force to overwrite it")
+    folder = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: cannot write into {folder}")
 
 
 def _table(args: argparse.Namespace) -> int:
