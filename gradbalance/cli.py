@@ -238,13 +238,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
     prefix = f"gradbalance {args.command}"
-    with warnings.catch_warnings():
-        warnings.showwarning = lambda message, *_, **__: print(f"{prefix}: warning: {message}", file=sys.stderr)
-        try:
-            return int(args._run(args) or 0)
-        except (OSError, KeyError, ValueError, TypeError) as error:
-            if args.debug:
-                raise
-            text = " ".join(str(error).split()) or type(error).__name__
-            print(f"{prefix}: error: {text}", file=sys.stderr)
-            return 2
+    original_format = warnings.formatwarning  # warnings print as one line (still recordable by callers)
+    warnings.formatwarning = lambda message, *_, **__: f"{prefix}: warning: {message}\n"
+    try:
+        return int(args._run(args) or 0)
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        if args.debug:
+            raise
+        text = " ".join(str(error).split()) or type(error).__name__
+        print(f"{prefix}: error: {text}", file=sys.stderr)
+        return 2
+    finally:
+        warnings.formatwarning = original_format

@@ -73,3 +73,14 @@ def test_a_bad_file_argument_is_one_line_and_exit_2(command, slot, fault, cli_fi
     assert "Traceback" not in err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # "precious" kept
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_eval_keeps_earlier_results_unless_forced(cli_files, tmp_path, capsys):
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "summary.json").write_text('{"method": "earlier"}')
+    argv = ["eval", "--checkpoint", str(cli_files.checkpoint), "--data", str(cli_files.image_dir), "--out", str(out),
+            "--no-fid", "--no-progress"]
+    assert main(argv) == 2
+    assert "already exists; use --force" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == '{"method": "earlier"}'

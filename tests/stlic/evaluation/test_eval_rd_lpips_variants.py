@@ -54,12 +54,13 @@ def test_the_same_variant_is_compared(tmp_path):
 
 def test_rd_command_warns_and_leaves_the_anchor_off_the_lpips_figure(tmp_path, capsys):
     out = tmp_path / "rd"
-    assert stlic_main(["rd", *map(str, _summaries(tmp_path, "ST-LPIPS(vgg)")), "--anchors", str(MSILLM),
-                       "--out", str(out)]) == 0
-    captured = capsys.readouterr()
-    assert "stlic rd: warning:" in captured.err and "LPIPS variants differ" in captured.err
-    assert "| mine | MS-ILLM | lpips | - | - | LPIPS variants differ" in captured.out
-    assert "left out of rd_lpips.png" in captured.err
+    with pytest.warns(UserWarning) as caught:
+        assert stlic_main(["rd", *map(str, _summaries(tmp_path, "ST-LPIPS(vgg)")), "--anchors", str(MSILLM),
+                           "--out", str(out)]) == 0
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "anchor 'MS-ILLM' left out of rd_lpips.png: LPIPS variants differ" in messages
+    assert "mine vs MS-ILLM: LPIPS variants differ" in messages
+    assert "| mine | MS-ILLM | lpips | - | - | LPIPS variants differ" in capsys.readouterr().out
     assert (out / "rd_lpips.png").is_file()  # our own curve, alone
 
 
