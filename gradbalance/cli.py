@@ -131,6 +131,9 @@ def _check_out(out: Path, inputs: list, force: bool, is_dir: bool = False) -> No
         raise ValueError(f"--out {out} is a directory; give a file name")
     if out.exists() and not force:
         raise FileExistsError(f"--out {out} already exists; use --force to overwrite it")
+    folder = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: cannot write into {folder}")
 
 
 def _table(args: argparse.Namespace) -> int:
@@ -298,13 +301,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
     prefix = f"gradbalance {args.command}"
-    with warnings.catch_warnings():
-        warnings.showwarning = lambda message, *_, **__: print(f"{prefix}: warning: {message}", file=sys.stderr)
-        try:
-            return int(args._run(args) or 0)
-        except (OSError, KeyError, ValueError, TypeError) as error:
-            if args.debug:
-                raise
-            text = " ".join(str(error).split()) or type(error).__name__
-            print(f"{prefix}: error: {text}", file=sys.stderr)
-            return 2
+    original_format = warnings.formatwarning  # warnings print as one line (still recordable by callers)
+    warnings.formatwarning = lambda message, *_, **__: f"{prefix}: warning: {message}\n"
+    try:
+        return int(args._run(args) or 0)
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        if args.debug:
+            raise
+        text = " ".join(str(error).split()) or type(error).__name__
+        print(f"{prefix}: error: {text}", file=sys.stderr)
+        return 2
+    finally:
+        warnings.formatwarning = original_format

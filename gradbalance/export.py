@@ -33,6 +33,8 @@ def load_yaml_mapping(path: Union[str, Path]) -> dict:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from None
+    except OSError as error:
+        raise OSError(f"cannot read {path}: {error.strerror or error}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -90,7 +92,10 @@ def atomic_write_text(path: Union[str, Path], text: str) -> Path:
     temporary file is removed and ``path`` is untouched. Permissions: ``0o666`` less the umask."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as error:
+        raise OSError(f"cannot write {out}: cannot create a file in its folder ({error.strerror})") from None
     try:
         mask = os.umask(0o22)
         os.umask(mask)

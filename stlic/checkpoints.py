@@ -110,6 +110,13 @@ def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...]) 
     return removed
 
 
+def load_error_summary(error: BaseException, limit: int = 160) -> str:
+    """``Type: first line`` of a ``torch.load`` failure (torch's messages run to a screenful)."""
+    lines = str(error).strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    return f"{type(error).__name__}: {first[:limit]}{'...' if len(first) > limit else ''}"
+
+
 def check_map_location(map_location: str | torch.device) -> None:
     """A clear error for a CUDA device on a machine without one (torch.load's is misleading)."""
     device = torch.device(map_location)
@@ -125,7 +132,7 @@ def _read_payload(path: Path, map_location: str | torch.device) -> dict[str, Any
     except OSError as error:
         raise OSError(f"cannot read model checkpoint {str(path)!r}: {error}") from None
     except Exception as error:  # pickle / zip errors of a file that is not a checkpoint
-        raise ValueError(f"{str(path)!r} is not a model checkpoint ({type(error).__name__}: {error})") from None
+        raise ValueError(f"{str(path)!r} is not a model checkpoint ({load_error_summary(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{str(path)!r} is not an {CHECKPOINT_FORMAT} checkpoint (no format marker)")
     if payload.get("format_version") != CHECKPOINT_VERSION:

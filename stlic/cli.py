@@ -45,15 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
     prefix = f"stlic {args.command}"
-    with warnings.catch_warnings():
-        warnings.showwarning = lambda message, *_, **__: print(f"{prefix}: warning: {message}", file=sys.stderr)
-        try:
-            return int(args._run(args) or 0)
-        except (OSError, ValueError, RuntimeError) as error:  # user-facing errors
-            if getattr(args, "debug", False):
-                raise
-            print(f"{prefix}: error: {one_line(error)}", file=sys.stderr)
-            return 2
+    original_format = warnings.formatwarning  # warnings print as one line (still recordable by callers)
+    warnings.formatwarning = lambda message, *_, **__: f"{prefix}: warning: {message}\n"
+    try:
+        return int(args._run(args) or 0)
+    except (OSError, ValueError, RuntimeError) as error:  # user-facing errors
+        if getattr(args, "debug", False):
+            raise
+        print(f"{prefix}: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    finally:
+        warnings.formatwarning = original_format
 
 
 if __name__ == "__main__":

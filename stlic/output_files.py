@@ -40,6 +40,15 @@ def check_input_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def read_input_bytes(path: str | os.PathLike, what: str) -> bytes:
+    """The bytes of input file ``path``; every failure names ``what`` and the path."""
+    path = check_input_file(path, what)
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise OSError(f"cannot read {what} {str(path)!r}: {error.strerror or error}") from None
+
+
 def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), force: bool = False,
                  what: str = "output") -> Path:
     """Refuse an output file that is an input, a directory, an existing file (unless ``force``)

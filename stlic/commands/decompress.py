@@ -25,11 +25,11 @@ def run(args: argparse.Namespace) -> int:
     from stlic.checkpoints import load_model_checkpoint
     from stlic.codec.codec import decompress_image
     from stlic.codec.image_io import image_format, write_image
-    from stlic.output_files import check_input_file, check_output
+    from stlic.output_files import check_output, read_input_bytes
 
     check_output(args.output, (args.input, args.checkpoint), force=args.force)
     image_format(args.output)
-    data = check_input_file(args.input, "bitstream").read_bytes()
+    data = read_input_bytes(args.input, "bitstream")
     model, _, _ = load_model_checkpoint(args.checkpoint, map_location=args.device)
     decoded = decompress_image(model, data)
     image = decoded.x_hat if args.decoder_output else decoded.x_refined

@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--resume and --force contradict each other (continue the run, or start over)")
     if args.resume and args.init:
         raise ValueError("--init starts a new run from trained weights; it cannot be combined with --resume")
+    missing = [source for source in args.data or () if not Path(source).exists()]
+    if missing:
+        raise FileNotFoundError(f"training data {missing[0]!r} does not exist")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; give a run folder")

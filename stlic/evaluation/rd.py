@@ -18,6 +18,7 @@ BD row is NaN with a note, and a warning is raised), since the scales differ.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import warnings
@@ -27,6 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+
+from stlic.output_files import read_input_bytes
 
 METRICS = ("psnr", "ms_ssim", "lpips", "fid")
 LOWER_IS_BETTER = {"lpips", "fid"}
@@ -69,7 +72,7 @@ def load_anchor_csv(path: str | Path) -> RDCurve:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"RD file not found: {path}")
-    frame = pd.read_csv(path, comment="#")
+    frame = pd.read_csv(io.BytesIO(read_input_bytes(path, "RD file")), comment="#")
     frame.columns = [c.strip().lower() for c in frame.columns]
     missing = {"bpp", "psnr"} - set(frame.columns)
     if missing:
@@ -113,7 +116,7 @@ def load_eval_summaries(paths: list[str | Path], output: str = "refined") -> lis
     for path in paths:
         summary_file = _summary_path(Path(path))
         try:
-            summary = json.loads(summary_file.read_text())
+            summary = json.loads(read_input_bytes(summary_file, "eval summary"))
         except (ValueError, UnicodeDecodeError) as error:
             raise ValueError(f"{summary_file} is not an eval summary (invalid JSON: {error})") from None
         if not isinstance(summary, dict) or not {"method", "bpp", "outputs"} <= set(summary):

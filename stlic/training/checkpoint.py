@@ -25,7 +25,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint at {str(path)!r}")
-    from stlic.checkpoints import check_map_location
+    from stlic.checkpoints import check_map_location, load_error_summary
 
     check_map_location(map_location)
     try:
@@ -34,7 +34,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise OSError(f"cannot read training checkpoint {str(path)!r}: {error}") from None
     except Exception as error:  # pickle / zip errors of a truncated or foreign file
         raise ValueError(f"{str(path)!r} is not a readable training checkpoint (truncated or corrupt?): "
-                         f"{type(error).__name__}: {error}") from None
+                         f"{load_error_summary(error)}") from None
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise ValueError(f"{str(path)!r} is not an ST-LIC training checkpoint (no 'step'/'model')")
     return state

@@ -267,6 +267,8 @@ def load_config(path: str | Path) -> TrainConfig:
             data = yaml.safe_load(handle)
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigError(f"{resolved}: invalid YAML: {' '.join(str(error).split())}") from None
+    except OSError as error:
+        raise OSError(f"cannot read config {str(resolved)!r}: {error}") from None
     try:
         return TrainConfig.from_dict(data if data is not None else {})
     except ConfigError as error:

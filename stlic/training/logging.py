@@ -24,8 +24,11 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
     path = path / LOG_NAME if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"no training log at {str(path)!r}")
-    with open(path, encoding="utf-8") as handle:
-        lines = [(number, line) for number, line in enumerate(handle, 1) if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [(number, line) for number, line in enumerate(handle, 1) if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise OSError(f"cannot read training log {str(path)!r}: {error}") from None
     records = []
     for index, (number, line) in enumerate(lines):
         try:
