@@ -40,11 +40,15 @@ def _probe(args: argparse.Namespace) -> int:
     probe = GradientProbe(target.model, target.groups, loss_order=target.loss_order, every=every,
                           optimizer=optimizer, scaler=getattr(target, "scaler", None), cosine=args.cosine,
                           ignore=getattr(target, "ignored_parameters", ()))
+    main_rank = not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
+        or torch.distributed.get_rank() == 0  # under torchrun every rank probes, rank 0 writes
     start = time.perf_counter()
-    for step in tqdm(range(args.steps), desc=f"probe {args.model}", unit="step"):
+    for step in tqdm(range(args.steps), desc=f"probe {args.model}", unit="step", disable=not main_rank):
         target.train_step(step, probe.backward)
     if not probe.history:
         raise ValueError("no step was probed; use --steps >= 1")
+    if not main_rank:
+        return 0
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     parent = Path(getattr(target, "default_out", Path("reports") / "probe"))
     out = Path(args.out or parent / f"{args.model.replace(':', '_')}-{stamp}")

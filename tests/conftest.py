@@ -12,3 +12,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run whenever CUDA is available and are skipped otherwise."""
+    import pytest
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none available)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

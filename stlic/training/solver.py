@@ -126,7 +126,9 @@ class STLICSolver:
         lambda_rate = sample_rate_lambda(*config.loss_weights.rate, self.lambda_generator)
         level = self.model.level_for_lambda(lambda_rate)
         adversarial_on = step >= config.schedule.adversarial_start
-        with self._autocast():
+        # a custom backward (the probe) does not go through DDP's reducer: the gradients are averaged below
+        reducer_off = backward is not None and self.context.enabled
+        with self._autocast(), (self.network.no_sync() if reducer_off else contextlib.nullcontext()):
             output = self.network(x, level=level)
         losses = self.objective(x, output)
         weights = self.objective.weights(lambda_rate, adversarial_on)
@@ -135,6 +137,8 @@ class STLICSolver:
 
         self.optimizer.zero_grad(set_to_none=True)
         (backward or self._default_backward)(losses, weights)
+        if reducer_off:  # exact no-op for gradients the backward already averaged over ranks
+            all_reduce_grads([p for _, p in self.trained], self.context)
         self.scaler.unscale_(self.optimizer)
         grad_norm = clip_and_check_gradients(self.trained, config.optim.grad_clip, step + 1, check=read) \
             if not self.scaler.is_enabled() else self._clip_scaled(read)
