@@ -182,7 +182,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (probe variants: 20)")
     parser.add_argument("--skip-tests", action="store_true", help="measure only")
     parser.add_argument("--compile", action="store_true", help="also time bf16 under torch.compile")
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds before remaining variants are skipped")
+    parser.add_argument("--budget", type=float, default=420.0,
+                        help="seconds before remaining variants are skipped")
     args = parser.parse_args()
     deadline = time.perf_counter() + args.budget
     if not torch.cuda.is_available():

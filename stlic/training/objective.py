@@ -33,7 +33,8 @@ class STLICObjective(nn.Module):
         self.coefficients = weights
         self.rate = RateLoss()
         self.l2, self.l1 = MSELoss(), L1Loss()
-        lpips = LPIPSLoss(net=perceptual.lpips_net, source=perceptual.lpips_source, weights_path=perceptual.lpips_weights)
+        lpips = LPIPSLoss(net=perceptual.lpips_net, source=perceptual.lpips_source,
+                          weights_path=perceptual.lpips_weights)
         options = {"log2_sigma": perceptual.wasserstein_log2_sigma, "num_scales": perceptual.wasserstein_num_scales,
                    "padding": perceptual.wasserstein_padding}
         wasserstein = WassersteinDistortion(weights_path=perceptual.vgg_weights, vgg_backbone=perceptual.vgg_backbone,
