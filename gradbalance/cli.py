@@ -45,8 +45,13 @@ def _probe(args: argparse.Namespace) -> int:
     if not supports_preconditioning(target.optimizer):
         print(f"note: optimizer {type(target.optimizer).__name__} is not Adam/AdamW: no optimizer-aware table")
     every = args.every if args.every is not None else getattr(target, "default_every", 1)
+    main_rank = not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
+        or torch.distributed.get_rank() == 0  # under torchrun every rank probes, rank 0 writes
     start = time.perf_counter()
-    probe = run_target(target, args.steps, every, cosine=args.cosine, progress=f"probe {args.model}")
+    probe = run_target(target, args.steps, every, cosine=args.cosine,
+                       progress=f"probe {args.model}" if main_rank else None)
+    if not main_rank:
+        return 0
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     parent = Path(getattr(target, "default_out", Path("reports") / "probe"))
     out = Path(args.out or parent / f"{args.model.replace(':', '_')}-{stamp}")

@@ -96,8 +96,12 @@ def make_probe_target(config: Optional[str] = None, preset: Optional[str] = None
     from stlic.training.solver import STLICSolver
 
     from stlic.devices import resolve_device
+    from stlic.training.distributed import init_distributed
 
     device = str(resolve_device(device))
+    context = init_distributed(device)  # under torchrun: one rank per process, gloo on CPU
+    if context.enabled and torch.device(device).type == "cuda":
+        device = f"cuda:{context.local_rank}"
     if preset is None:
         preset = "full" if torch.device(device).type == "cuda" else "cpu"
     threads = ""
@@ -117,7 +121,7 @@ def make_probe_target(config: Optional[str] = None, preset: Optional[str] = None
         schedule = train_config.schedule
         stages = tuple(dataclasses.replace(stage, patch_size=patch_size) for stage in schedule.stages)
         train_config = train_config.replace(schedule=dataclasses.replace(schedule, stages=stages))
-    solver = STLICSolver(train_config, device=device, out_dir=None, data=data)
+    solver = STLICSolver(train_config, device=device, out_dir=None, data=data, context=context)
     start = _initialise(solver, train_config, init)
     sources = [str(p) for p in (data or default_data_sources())]
     shown = sources if len(sources) <= 2 else [f"{len(sources)} images/folders from {sources[0]} ..."]
@@ -125,7 +129,9 @@ def make_probe_target(config: Optional[str] = None, preset: Optional[str] = None
     description = (
         f"ST-LIC trainer, config {path.name} (model preset {train_config.model.preset}, "
         f"{model_params / 1e6:.2f}M parameters), batch {train_config.batch_size}, "
-        f"patch {train_config.schedule.stages[0].patch_size}, device {device}, data {', '.join(shown)}. {start} "
+        f"patch {train_config.schedule.stages[0].patch_size}"
+        + (f" per rank x {context.world_size} ranks" if context.enabled else "")
+        + f", device {device}, data {', '.join(shown)}. {start} "
         + ("CPU preset: the tiny model so 500 steps fit in minutes on 2 cores; "
            "on a GPU run `--preset full` (the paper's model)." if preset == "cpu" and config is None else "")
         + threads)

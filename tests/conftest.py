@@ -49,3 +49,15 @@ def readonly_folder(tmp_path) -> Path:
         return Path("/sys")
     Path("/sys/.stlic-write-probe").unlink()
     pytest.skip("no read-only folder can be made here")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run whenever CUDA is available and are skipped otherwise."""
+    import pytest
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none available)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -11,7 +11,8 @@ from .wasserstein import LocalStatistics, WassersteinDistortion, local_statistic
 
 __all__ = [
     "AdversarialLoss", "DiscriminatorStep", "discriminator_loss", "generator_loss",
-    "L1Loss", "MSELoss", "LPIPSLoss", "PerceptualLosses", "PerceptualValues", "RateLoss", "bits_per_pixel", "bits_per_pixel_per_image",
+    "L1Loss", "MSELoss", "LPIPSLoss", "PerceptualLosses", "PerceptualValues",
+    "RateLoss", "bits_per_pixel", "bits_per_pixel_per_image",
     "VGG16FeatureExtractor", "VGGFeatures", "LocalStatistics", "WassersteinDistortion",
     "local_statistics", "wasserstein_distortion",
 ]

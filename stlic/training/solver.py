@@ -136,8 +136,12 @@ class STLICSolver:
         lambda_rate = sample_rate_lambda(*config.loss_weights.rate, self.lambda_generator)
         level = self.model.level_for_lambda(lambda_rate)
         adversarial_on = self.refine and step >= config.schedule.adversarial_start
+        # a custom backward (the probe) does not go through DDP's reducer: the gradients are averaged below;
+        # the balancer's probed steps do the same
+        reducer_off = backward is not None and self.context.enabled
         probing = self.balancing.no_sync_if_probing(self.network) if self.balancing and not backward else None
-        with self._autocast(), probing or contextlib.nullcontext():
+        no_sync = self.network.no_sync() if reducer_off else probing
+        with self._autocast(), no_sync or contextlib.nullcontext():
             output = self.network(x, level=level, refine=self.refine)
         losses = self.objective(x, output)
         weights = self.objective.weights(lambda_rate, adversarial_on)
@@ -148,6 +152,8 @@ class STLICSolver:
 
         self.optimizer.zero_grad(set_to_none=True)
         (backward or self._default_backward)(losses, weights)
+        if reducer_off:  # exact no-op for gradients the backward already averaged over ranks
+            all_reduce_grads([p for _, p in self.trained], self.context)
         self.scaler.unscale_(self.optimizer)
         grad_norm = clip_and_check_gradients(self.trained, config.optim.grad_clip, step + 1, check=read) \
             if not self.scaler.is_enabled() else self._clip_scaled(read)
