@@ -191,7 +191,7 @@ class GradientProbe:
 
     def _scaled(self, loss: Tensor) -> Tensor:
         """``scaler.scale(loss)`` (which also readies the scaler for ``scaler.step``), else ``loss``."""
-        return self.scaler.scale(loss) if self._scale() != 1.0 else loss
+        return self.scaler.scale(loss) if self.scaler is not None and self.scaler.is_enabled() else loss
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
