@@ -37,7 +37,7 @@ import json, sys, torch
 from gradbalance import GradientProbe
 from gradbalance.target import make_target
 
-variant, preset, patch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+variant, preset, patch, warmup = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 
 def kib(field):
     for line in open("/proc/self/status"):
@@ -46,7 +46,8 @@ def kib(field):
 
 target = make_target("stlic", preset=preset, device="cpu", batch_size=1, patch_size=patch)
 plain = lambda losses, weights: sum(weights[k] * v for k, v in losses.items()).backward()
-target.train_step(0, plain)  # warm-up: Adam state, lazy buffers
+if warmup:
+    target.train_step(0, plain)  # warm-up: Adam state, lazy buffers
 backward = plain
 if variant != "plain":
     probe = GradientProbe(target.model, target.groups, loss_order=target.loss_order,
@@ -62,9 +63,10 @@ print(json.dumps(dict(variant=variant, extra_peak_bytes=peak - before, param_byt
 """
 
 
-def run(variant: str, pythonpath: str, preset: str, patch: int) -> dict:
+def run(variant: str, pythonpath: str, preset: str, patch: int, warmup: bool) -> dict:
     env = dict(os.environ, PYTHONPATH=pythonpath, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-P", "-c", CHILD, variant, preset, str(patch)], capture_output=True,
+    done = subprocess.run([sys.executable, "-P", "-c", CHILD, variant, preset, str(patch), str(int(warmup))],
+                          capture_output=True,
                           text=True, env=env, cwd=ROOT)
     if done.returncode:
         raise RuntimeError(f"{variant} failed:\n{done.stderr[-2000:]}")
@@ -76,19 +78,27 @@ def main() -> None:
     parser.add_argument("--before", help="folder holding an older gradbalance package to compare with")
     parser.add_argument("--preset", default="full")
     parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up step (Adam's state is then "
+                        "allocated in the measured step, 2 x params in every variant)")
     args = parser.parse_args()
     versions = {"this tree": str(ROOT)}
     if args.before:
         versions = {"before": f"{Path(args.before).resolve()}{os.pathsep}{ROOT}", **versions}
-    results = {name: {v: run(v, path, args.preset, args.patch) for v in VARIANTS} for name, path in versions.items()}
-    param_bytes = next(iter(results.values()))["plain"]["param_bytes"]
+    results: dict = {name: {} for name in versions}
+    for v in args.variants:
+        for name, path in versions.items():
+            results[name][v] = run(v, path, args.preset, args.patch, not args.no_warmup)
+            print(name, json.dumps(results[name][v]), flush=True)
+    param_bytes = next(iter(results.values()))[args.variants[0]]["param_bytes"]
     header = "| variant | " + " | ".join(f"{n}: extra peak (x params)" for n in results) + " |"
     lines = [f"# Peak memory of one training step, ST-LIC preset {args.preset} on CPU",
              "", f"Trained parameters: {param_bytes / 2**20:.0f} MiB; batch 1, {args.patch} px crop; "
              "extra peak = peak RSS of the step minus RSS before it, in units of the parameters' size.",
              f"Command: `python benchmarks/probe_memory.py{' --before DIR' if args.before else ''} "
-             f"--preset {args.preset} --patch {args.patch}`", "", header, "|---|" + "---:|" * len(results)]
-    for v in VARIANTS:
+             f"--preset {args.preset} --patch {args.patch} --variants {' '.join(args.variants)}"
+             f"{' --no-warmup' if args.no_warmup else ''}`", "", header, "|---|" + "---:|" * len(results)]
+    for v in args.variants:
         cells = [f"{r[v]['extra_peak_bytes'] / param_bytes:.2f} ({r[v]['extra_peak_bytes'] / 2**20:.0f} MiB)"
                  for r in results.values()]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")

@@ -27,11 +27,12 @@ def group_cosines(grads: Sequence[Sequence[Optional[Tensor]]], positions: Sequen
                  and any(grads[b][k] is not None for k in members)]
         if not pairs:
             continue
+        device = next(grads[a][k].device for a, _ in pairs for k in members if grads[a][k] is not None)
         dots = []
         for a, b in pairs:
             terms = [torch.dot(grads[a][k].reshape(-1), grads[b][k].reshape(-1)).to(torch.float64)
                      for k in members if grads[a][k] is not None and grads[b][k] is not None]
-            dots.append(torch.stack(terms).sum() if terms else torch.zeros((), dtype=torch.float64))
+            dots.append(torch.stack(terms).sum() if terms else torch.zeros((), dtype=torch.float64, device=device))
         values = dict(zip(pairs, torch.stack([d.cpu() for d in dots]).numpy().tolist()))
         for a, b in pairs:
             denominator = np.sqrt(values[a, a] * values[b, b])

@@ -94,3 +94,20 @@ class OptimizerWindow:
         return preconditioned_norms(optimizer, params, groups, len(stats.groups),
                                     [g if id(p) in final else None for p, g in zip(params, grads)],
                                     contributions, factors, release=True)
+
+
+def immediate_precond_norms(optimizer: torch.optim.Optimizer, inputs: Sequence[Tensor], group_of: Sequence[int],
+                            n_groups: int, kept: Sequence[Sequence[Optional[Tensor]]], weights: Sequence[float],
+                            scale: float) -> np.ndarray:
+    """Norms of a measurement that does not step: G = (.grad + sum_i w_i g_i) / scale, c = 1 / scale."""
+    contributions = [[None if g is None or group_of[k] < 0 else (g, weights[i]) for k, g in enumerate(grads)]
+                     for i, grads in enumerate(kept)]
+    totals = []
+    for k, p in enumerate(inputs):
+        total = p.grad.clone() if p.grad is not None else None
+        for c in contributions:
+            if c[k] is not None:
+                total = c[k][0] * c[k][1] if total is None else total.add_(c[k][0], alpha=c[k][1])
+        totals.append(None if total is None else total / scale)
+    factor = torch.full((), 1.0 / scale, dtype=torch.float64, device=inputs[0].device) if inputs else None
+    return preconditioned_norms(optimizer, inputs, group_of, n_groups, totals, contributions, [factor] * len(inputs))

@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import numbers
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
@@ -31,9 +32,9 @@ from torch import Tensor, nn
 from gradbalance.cosines import group_cosines
 from gradbalance.distributed import average_across_ranks
 from gradbalance.groups import OTHER, GroupSpec, ParameterGroups, partition_parameters
-from gradbalance.optimizer_window import OptimizerWindow
+from gradbalance.optimizer_window import OptimizerWindow, immediate_precond_norms
 from gradbalance.per_loss import Grads, accumulate, grads_by_autograd, grads_by_backward, group_norm, trace_leaves
-from gradbalance.preconditioned import check_optimizer, preconditioned_norms
+from gradbalance.preconditioned import check_optimizer
 from gradbalance.stats import StepStats, cosine_frame, records_frame
 from gradbalance.table import ContributionTable
 
@@ -69,8 +70,9 @@ class GradientProbe:
                  loss_order: Optional[Sequence[str]] = None, every: int = 1,
                  optimizer: Optional[torch.optim.Optimizer] = None, scaler: Optional[object] = None,
                  cosine: bool = False, strict: bool = False, ignore: Iterable[nn.Parameter] = ()) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
+        every = int(every)
         self.partition: ParameterGroups = partition_parameters(model, groups, strict=strict, ignore=ignore)
         self.loss_order = tuple(loss_order or ())
         self.every = every
@@ -189,7 +191,7 @@ class GradientProbe:
 
     def _scaled(self, loss: Tensor) -> Tensor:
         """``scaler.scale(loss)`` (which also readies the scaler for ``scaler.step``), else ``loss``."""
-        return self.scaler.scale(loss) if self._scale() != 1.0 else loss
+        return self.scaler.scale(loss) if self.scaler is not None and self.scaler.is_enabled() else loss
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -282,20 +284,9 @@ class GradientProbe:
                           "recorded as non-finite, not renormalised", RuntimeWarning, stacklevel=4)
 
     def _precond_now(self, inputs, groups, positions, kept, w, scale) -> np.ndarray:
-        """Optimizer-aware norms of a measurement: G = (.grad + sum_i w_i g_i) / scale."""
-        group_of = _group_index(len(inputs), positions)
-        contributions = [[None if g is None or group_of[k] < 0 else (g, w[i]) for k, g in enumerate(grads)]
-                         for i, grads in enumerate(kept)]
-        totals = []
-        for k, p in enumerate(inputs):
-            total = p.grad.clone() if p.grad is not None else None
-            for c in contributions:
-                if c[k] is not None:
-                    total = c[k][0] * c[k][1] if total is None else total.add_(c[k][0], alpha=c[k][1])
-            totals.append(None if total is None else total / scale)
-        factor = torch.full((), 1.0 / scale, dtype=torch.float64, device=inputs[0].device) if inputs else None
-        return preconditioned_norms(self.optimizer, inputs, group_of, len(groups), totals,
-                                    contributions, [factor] * len(inputs))
+        """Optimizer-aware norms of a measurement: G = (.grad + sum_i w_i g_i) / scale, no clipping."""
+        return immediate_precond_norms(self.optimizer, inputs, _group_index(len(inputs), positions), len(groups),
+                                       kept, w, scale)
 
     def _window_for_call(self, inputs: Sequence[Tensor]) -> OptimizerWindow:
         """The open window of this optimizer step, or a new one when ``.grad`` changed since its last

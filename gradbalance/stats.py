@@ -130,10 +130,14 @@ def records_frame(stats: Sequence[StepStats]) -> pd.DataFrame:
 
 
 def reached_column(records: pd.DataFrame, column: str = "norm") -> pd.Series:
-    """The ``reached`` flags of records (runs saved before the column existed: norm not NaN)."""
-    if "reached" in records.columns:
-        return records["reached"].astype(bool)
-    return records[column].notna()
+    """The ``reached`` flags of records (runs saved before the column existed: ``column`` not NaN).
+
+    For ``precond_norm`` a NaN also means no path: the loss reaches only parameters the optimizer
+    does not hold (a NaN gradient is flagged as non-finite by the raw norm)."""
+    if "reached" not in records.columns:
+        return records[column].notna()
+    reached = records["reached"].astype(bool)
+    return reached & records[column].notna() if column == "precond_norm" else reached
 
 
 def cosine_frame(stats: Sequence[StepStats]) -> pd.DataFrame:

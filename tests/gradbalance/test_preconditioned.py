@@ -157,3 +157,13 @@ def test_precond_norm_exact_under_clipping_and_accumulation(micro, max_norm):
         assert results[0].precond_norm is None  # the window's norms go to its last micro-batch
     table = probe.precond_table()
     assert len(table.steps) == 3
+
+
+def test_group_outside_the_optimizer_is_absent_not_nonfinite():
+    case = make_mlp_case()
+    optimizer = torch.optim.Adam(case.model.trunk.parameters(), lr=1e-3)  # the head is not optimized
+    probe = GradientProbe(case.model, case.groups, optimizer=optimizer)
+    train(case, optimizer, probe, 2)
+    table = probe.precond_table()
+    assert table.cell("fit", "head") == "-" and table.state("fit", "head") == "absent"
+    assert table.mean["trunk"].sum() == pytest.approx(100.0)
