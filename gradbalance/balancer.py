@@ -16,10 +16,14 @@ and, since u does not depend on the coefficients c, the shares under any c are p
 
     s_lg(c) = |c_l| u_lg / Σ_k |c_k| u_kg            (ST-LIC, Table I)
 
-Derive's log-share least squares (:func:`_solve`) picks the c that best meets the targets with the
+Derive's log-share least squares (:func:`_solve`, through :func:`gradbalance.derive_from_norms`) picks the c that best meets the targets with the
 ``fixed`` coefficients held and each coefficient kept inside its ``bounds``; an update changes no
 coefficient by more than the factor ``max_change``. Every step's ``.grad`` is exactly that of
 ``Σ_l w_l(t) L_l`` (the probe accumulates it).
+
+With ``precond=True`` the probe computes the Adam-update norms in ``optimizer.step()`` (from the gradient
+the step really uses), so the balancer reads them and updates in a step post-hook; each update is then
+one linearised step of :func:`gradbalance.rebalance`, re-measured at the next probe.
 
 Departure from audiocraft's ``Balancer`` (which rescales the gradient of one output tensor every
 step to fixed proportions): we change scalar loss coefficients, so the update stays the gradient of a
@@ -42,12 +46,11 @@ from torch import Tensor, nn
 from gradbalance.atomic import write_text_atomic
 from gradbalance.balance_spec import (Targets, check_bounds, check_fixed, check_targets, check_weights,
                                       target_interval)
-from gradbalance.derive import derive_coefficients
+from gradbalance.derive import derive_from_norms
 from gradbalance.distributed import world_size
 from gradbalance.groups import GroupSpec
 from gradbalance.probe import GradientProbe
 from gradbalance.stats import StepStats
-from gradbalance.table import ContributionTable
 
 log = logging.getLogger("gradbalance.balancer")
 
@@ -110,13 +113,17 @@ class Balancer:
         self.updates = 0
         self.misses: dict[tuple[str, str], float] = {}  # (loss, group) -> percentage points, last update
         self._rows: list[dict] = []
+        self._pending: Optional[StepStats] = None  # precond: the probed step's stats, until optimizer.step()
+        if precond:
+            optimizer.register_step_post_hook(self._after_optimizer_step)
 
     # -- training ---------------------------------------------------------------------------
     def backward(self, losses: Mapping[str, Tensor], factors: Optional[Mapping[str, float]] = None) -> Optional[StepStats]:
         """Accumulate the gradient of ``Σ_l c_l f_l L_l`` into ``.grad``; probe and update every ``every`` calls.
 
         ``losses`` are unweighted scalars; ``factors`` the per-batch f_l (missing: 1). Returns the
-        probed step's :class:`StepStats`, else None.
+        probed step's :class:`StepStats`, else None. With ``precond=True`` the update waits for
+        ``optimizer.step()``, which measures the Adam-update norms.
         """
         unknown = sorted(set(losses) - set(self.weights)) + sorted(set(factors or {}) - set(self.weights))
         if unknown:
@@ -126,9 +133,19 @@ class Balancer:
         if stats is None:
             return None
         self.probe.history.clear()  # the balancer keeps its own history
-        self._observe(stats)
-        self._update(stats.step)
+        if self.precond:
+            self._pending = stats  # the last probed micro-batch's stats receive the step's precond_norm
+        else:
+            self._observe(stats)
+            self._update(stats.step)
         return stats
+
+    def _after_optimizer_step(self, optimizer, args, kwargs) -> None:
+        """Step post-hook (``precond=True``): the probe's pre-hook has set ``precond_norm``; observe and update."""
+        stats, self._pending = self._pending, None
+        if stats is not None and stats.precond_norm is not None:
+            self._observe(stats)
+            self._update(stats.step)
 
     def no_sync_if_probing(self, ddp_model: nn.Module) -> contextlib.AbstractContextManager:
         """Wrap each step's DDP forward in this: ``no_sync()`` on probed steps, where the probe reduces itself."""
@@ -226,6 +243,7 @@ class Balancer:
         history = self.history
         return {"weights": dict(self.weights), "norms": torch.from_numpy(self.norms.copy()),
                 "losses": list(self.losses), "groups": list(self.groups), "calls": self.probe.calls,
+                "optimizer_steps": self.probe.optimizer_steps,
                 "updates": self.updates, "misses": [[l, g, m] for (l, g), m in self.misses.items()],
                 "history": {c: history[c].tolist() for c in history.columns}}
 
@@ -237,6 +255,7 @@ class Balancer:
         self.weights = {l: float(state["weights"][l]) for l in self.losses}
         self.norms = state["norms"].numpy().astype(np.float64)
         self.probe.calls, self.updates = int(state["calls"]), int(state["updates"])
+        self.probe.optimizer_steps = int(state.get("optimizer_steps", 0))
         self.misses = {(l, g): float(m) for l, g, m in state["misses"]}
         history = state["history"]
         self._rows = pd.DataFrame(history).to_dict("records") if history else []
@@ -260,10 +279,10 @@ def _solve(norms: pd.DataFrame, weights: Mapping[str, float], targets: Targets,
     """New coefficients for the targets, and the shares (%) predicted under them.
 
     ``norms``: the smoothed per-unit-coefficient norms u_lg (losses x groups, NaN = unmeasured or
-    absent). The one call into :func:`gradbalance.derive.derive_coefficients` (a ContributionTable of
-    the predicted shares at ``weights``). Losses never measured, and targeted cells with no gradient,
-    are held. Bounds are enforced as an active set: a coefficient the solution puts outside its
-    bounds is held at the bound and the rest re-solved.
+    absent). The one call into derive: :func:`gradbalance.derive.derive_from_norms` on the weighted
+    norms |c_l| u_lg at ``weights``. Losses never measured, and targeted cells with no gradient,
+    are held (:func:`_reachable`). Bounds are enforced as an active set: a coefficient the solution
+    puts outside its bounds is held at the bound and the rest re-solved.
     """
     measured = [l for l in norms.index if norms.loc[l].notna().any()]
     scaled = norms.loc[measured].mul([abs(weights[l]) for l in measured], axis=0)
@@ -271,11 +290,10 @@ def _solve(norms: pd.DataFrame, weights: Mapping[str, float], targets: Targets,
     goal = _reachable(targets, shares)
     if not measured or goal is None:
         return dict(weights), shares
-    table = ContributionTable(mean=shares, std=shares * 0, weights=pd.Series({l: weights[l] for l in measured}),
-                              steps=(), column="norm")
+    at = {l: weights[l] for l in measured}
     held = {l: v for l, v in fixed.items() if l in measured}
     for _ in range(len(measured) + 1):
-        result = derive_coefficients(table, goal, fixed=held or None)
+        result = derive_from_norms(scaled, at, goal, fixed=held or None)
         solved = {**weights, **{l: float(v) for l, v in result.coefficients.items()}}
         outside = {l: float(np.clip(solved[l], *bounds[l])) for l in bounds
                    if l in measured and l not in held and not bounds[l][0] <= solved[l] <= bounds[l][1]}
@@ -286,13 +304,27 @@ def _solve(norms: pd.DataFrame, weights: Mapping[str, float], targets: Targets,
 
 
 def _reachable(targets: Targets, shares: pd.DataFrame) -> Optional[Targets]:
-    """The part of ``targets`` the solver can act on now (measured, nonzero cells); None if nothing."""
+    """The part of ``targets`` the solver can act on now (measured, nonzero cells); None if nothing.
+
+    A targeted loss with no gradient in a group now (e.g. the adversarial loss in its warm-up, factor 0)
+    is left out there; if every loss that does reach the group is targeted, their targets are scaled
+    to sum to 100 % in the same ratios (derive refuses targets that cannot sum to 100 %).
+    """
     if isinstance(targets, str):
         return targets
     if all(isinstance(v, Mapping) for v in targets.values()):
-        goal = {g: {l: p for l, p in cells.items() if p and l in shares.index and shares.loc[l, g] > 0}
-                for g, cells in targets.items() if g in shares.columns}
-        goal = {g: cells for g, cells in goal.items() if cells}
+        goal = {}
+        for group, cells in targets.items():
+            if group not in shares.columns:
+                continue
+            reaching = shares.index[shares[group] > 0]
+            kept = {l: p for l, p in cells.items() if p and l in reaching}
+            dropped = any(p and l not in kept for l, p in cells.items())
+            if kept and dropped and set(reaching) <= set(kept):
+                total = sum(kept.values())
+                kept = {l: 100.0 * p / total for l, p in kept.items()}
+            if kept:
+                goal[group] = kept
     else:
         goal = {l: b for l, b in targets.items() if l in shares.index}
     return goal or None

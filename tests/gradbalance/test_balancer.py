@@ -91,12 +91,25 @@ def test_a_bound_holds_its_coefficient_the_rest_is_resolved_and_the_miss_is_logg
     assert balancer.weights["sparse"] == 0.5
     # reference: derive with sparse held at its bound, from a fresh measurement at the initial weights
     probe = GradientProbe(case.model, groups, loss_order=list(hidden))
-    probe.history.append(probe.measure(case.losses(), case.weights, step=0))
+    probe.measure(case.losses(), case.weights)  # recorded as step 0
     reference = derive_coefficients(probe.table(), target, fixed={"fit": 1.0, "sparse": 0.5})
     assert balancer.weights["aux"] == pytest.approx(reference.coefficients["aux"], rel=1e-6)
     assert balancer.misses and "out of reach" in caplog.text and "misses by" in caplog.text
     worst = max(balancer.misses.values())
     assert worst == pytest.approx(reference.max_error, rel=1e-6)
+
+
+def test_a_loss_in_warm_up_leaves_the_others_balanced_in_the_target_ratios(caplog):
+    case, groups = mlp()
+    hidden = {"fit": 1.0, "sparse": 0.8, "aux": -0.4}
+    target = target_from(measured_shares(case, groups, hidden), list(hidden))
+    balancer = Balancer(case.model, groups, target, weights=case.weights, every=1, ema=0.0, max_change=100.0)
+    with caplog.at_level(logging.WARNING, logger="gradbalance.balancer"):
+        balancer.backward(case.losses(), {"sparse": 0.0})  # sparse off: the head holds fit alone
+    assert "weights held" not in caplog.text
+    assert balancer.weights["sparse"] == case.weights["sparse"]  # never measured: held
+    # the trunk's fit : aux ratio is the target's, so aux gets its hidden coefficient
+    assert balancer.weights["aux"] == pytest.approx(hidden["aux"], rel=1e-6)
 
 
 def test_the_ema_smooths_norms_per_unit_coefficient_and_a_zero_factor_adds_nothing():
