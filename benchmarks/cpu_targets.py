@@ -140,6 +140,9 @@ def write_report(result: dict, args: argparse.Namespace) -> None:
         lines.append(f"| README probe, 500 steps, idle machine (estimated: {OLD_IDLE_MINUTES} min x measured "
                      f"ratio {result['probe_over_baseline']:.2f}) | <= 4 min | "
                      f"{result['estimated_idle_minutes_500']:.1f} min |")
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        lines += ["", "Warning: the load average exceeded the core count while measuring; other jobs distort even "
+                  "side-by-side ratios at this load. Rerun on an idle machine."]
     REPORT.with_suffix(".md").write_text("\n".join(lines) + "\n")
     REPORT.with_suffix(".json").write_text(json.dumps({"machine": machine, **result}, indent=2))
 
