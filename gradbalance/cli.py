@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import warnings
 from datetime import datetime, timezone
@@ -139,6 +140,12 @@ def _check_out(out: Path, inputs: list, force: bool, is_dir: bool = False) -> No
     folder = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"--out {out}: cannot write into {folder}")
+    try:  # permission bits do not stop root: try, before any work is done
+        handle, probe = tempfile.mkstemp(prefix=".gradbalance-write-check.", dir=folder)
+    except OSError as error:
+        raise PermissionError(f"--out {out}: cannot write into {folder} ({error.strerror})") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _table(args: argparse.Namespace) -> int:
