@@ -37,6 +37,7 @@ def worker(rank: int, store: str, out: str) -> None:
         balancer.backward(step_losses)
         optimizer.step()
     torch.save({"weights": balancer.weights, "updates": balancer.updates}, f"{out}.{rank}")
+    dist.barrier()  # no rank tears gloo down while another is still in a collective
     dist.destroy_process_group()
 
 

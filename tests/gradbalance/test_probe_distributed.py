@@ -54,6 +54,7 @@ def worker(rank: int, store: str, out: str) -> None:
     reference = [p.grad.clone() for p in net.parameters()]
     if rank == 0:
         torch.save({"raw_norm": torch.from_numpy(stats.raw_norm), "probed": probed, "ddp": reference}, out)
+    dist.barrier()  # no rank tears gloo down while another is still in a collective (SIGABRT otherwise)
     dist.destroy_process_group()
 
 

@@ -28,6 +28,7 @@ def _worker(rank: int, store: str, result_file: str) -> None:
     values = torch.tensor([fid.reduce().compute().fid, *psnr.reduce().compute()[:2]], dtype=torch.float64)
     if rank == 0:
         torch.save(values, result_file)
+    dist.barrier()  # no rank tears gloo down while another is still in a collective
     dist.destroy_process_group()
 
 

@@ -43,6 +43,7 @@ def _worker(rank: int, world_size: int, port: int, config: dict, batch: torch.Te
         outcome = _one_step(solver, batch[rank * share:(rank + 1) * share])
         if rank == 0:
             torch.save(outcome, result)
+        torch.distributed.barrier()  # no rank tears gloo down while another is still in a collective
     finally:
         torch.distributed.destroy_process_group()
 
