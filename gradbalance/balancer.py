@@ -43,11 +43,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from gradbalance.atomic import write_text_atomic
 from gradbalance.balance_spec import (Targets, check_bounds, check_fixed, check_targets, check_weights,
                                       target_interval)
 from gradbalance.derive import derive_from_norms
 from gradbalance.distributed import world_size
+from gradbalance.export import atomic_write_text
 from gradbalance.groups import GroupSpec
 from gradbalance.probe import GradientProbe
 from gradbalance.stats import StepStats
@@ -269,8 +269,8 @@ class Balancer:
         path.mkdir(parents=True, exist_ok=True)
         meta = {"balancer": True, "loss_order": list(self.losses), "groups": list(self.groups),
                 "every": self.probe.every, "ema": self.ema, "targets": self.targets, **dict(metadata or {})}
-        write_text_atomic(path / RECORDS, self.history.to_csv(index=False))
-        write_text_atomic(path / METADATA, json.dumps(meta, indent=2, default=str))
+        atomic_write_text(path / RECORDS, self.history.to_csv(index=False))
+        atomic_write_text(path / METADATA, json.dumps(meta, indent=2, default=str))
         return path
 
 

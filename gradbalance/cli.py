@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from gradbalance.derive import derive_coefficients
-from gradbalance.export import DEFAULT_BLOCK, export_config, load_yaml_mapping, loss_weight_block
+from gradbalance.export import DEFAULT_BLOCK, atomic_write_text, export_config, load_yaml_mapping, loss_weight_block
 from gradbalance.preconditioned import supports_preconditioning
 from gradbalance.rebalance import compare_shares, rebalance
 from gradbalance.reference import ReferenceShares, comparison_markdown
@@ -88,7 +88,7 @@ def _report(run: ProbeRun, window: Optional[int], write: bool) -> None:
         if write:
             write_tables(table, run.path, stem)
             if comparison:
-                (run.path / f"{stem}_vs_reference.md").write_text(comparison + "\n")
+                atomic_write_text(run.path / f"{stem}_vs_reference.md", comparison + "\n")
             save_plots(run.records, table, run.path, prefix="precond_" if precond else "")
 
 
