@@ -1,14 +1,18 @@
 """Encode / decode wall time and peak memory of the real ST-LIC codec beside CompressAI's ELIC,
 same image, same run.
 
-    python benchmarks/codec.py [--image PATH] [--preset full] [--repeats 1] [--large-megapixels 2]
+    python benchmarks/codec.py [--image PATH] [--preset full] [--repeats 1] [--large-megapixels 2] [--system-malloc]
 
 Both models are UNTRAINED (random weights, ``update(force=True)``): the timings are those of
 the real networks and rANS coders, but the bitrates say nothing about compression quality.
 ST-LIC times the whole file path (container, fingerprint, LALIC, rANS, UNet refiner);
 ELIC (``compressai.models.Elic2022Official``) times ``compress`` / ``decompress`` on the image
 padded to a multiple of 64. The two models' calls alternate, so a shared machine's changing
-load hits both alike. Peak RSS is sampled every 5 ms during each call (the process holds
+load hits both alike. Rows: ST-LIC's portable coding (float64 entropy parameters, the default),
+its decode of ``x_hat`` alone (``stlic decompress --decoder-output``: no refiner), and the
+float32 parameter path, which like ELIC's is not reproducible across devices. Both codecs run
+in one process under the allocator setting of ``stlic compress`` (``stlic.allocator``: freed
+memory retained); ``--system-malloc`` keeps glibc's defaults and writes ``codec_system_malloc.*``. Peak RSS is sampled every 5 ms during each call (the process holds
 ~1 GB before any call: torch and CompressAI's imports). Then: a per-stage breakdown of ST-LIC
 coding, the time and bytes of the float64 entropy-parameter path against float32, and both
 codecs on the image upscaled to ``--large-megapixels``. Writes ``reports/benchmarks/codec.md``
@@ -28,8 +32,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from stlic.allocator import retain_freed_memory
 from stlic.codec.codec import compress_image, decompress_image
 from stlic.codec.image_io import read_image
+from stlic.output_files import atomic_write_text
 from stlic.models import STLIC, pad_to_multiple
 from stlic.paths import REPO_ROOT, default_train_images, shared_data
 
@@ -80,10 +86,11 @@ def timed(fn) -> tuple[float, object, float]:
 class StlicRunner:
     """The real file path: container, fingerprint, LALIC, rANS, UNet refiner."""
 
-    def __init__(self, image: torch.Tensor, preset: str) -> None:
+    def __init__(self, image: torch.Tensor, preset: str, parameter_dtype: torch.dtype = torch.float64) -> None:
         torch.manual_seed(0)  # the same untrained weights in every section of the report
         self.model = STLIC(preset).eval()
         self.model.update(force=True)
+        self.model.main.parameter_dtype = parameter_dtype
         self.image = image
 
     def encode(self) -> bytes:
@@ -91,6 +98,9 @@ class StlicRunner:
 
     def decode(self, data: bytes) -> torch.Tensor:
         return decompress_image(self.model, data).x_refined
+
+    def decode_x_hat(self, data: bytes) -> torch.Tensor:
+        return decompress_image(self.model, data, refine=False).x_hat
 
     def reconstruct(self) -> torch.Tensor:
         return self.model.reconstruct(self.image[None], 0.0).x_refined
@@ -123,7 +133,9 @@ def params_m(model: torch.nn.Module) -> float:
 def run_interleaved(image: torch.Tensor, preset: str, repeats: int) -> dict:
     """Alternate ST-LIC and ELIC calls so both see the same machine load; medians per step."""
     stlic, elic = StlicRunner(image, preset), ElicRunner(image)
-    keys = ("stlic_encode", "elic_encode", "stlic_decode", "elic_decode", "stlic_reconstruct")
+    fast = StlicRunner(image, preset, torch.float32)
+    keys = ("stlic_encode", "elic_encode", "stlic_decode", "stlic_decode_x_hat", "elic_decode",
+            "stlic_encode_float32", "stlic_decode_x_hat_float32", "stlic_reconstruct")
     times: dict[str, list[float]] = {key: [] for key in keys}
     peaks: dict[str, float] = {key: 0.0 for key in keys}
 
@@ -137,13 +149,19 @@ def run_interleaved(image: torch.Tensor, preset: str, repeats: int) -> dict:
         data = step("stlic_encode", stlic.encode)
         out = step("elic_encode", elic.encode)
         assert step("stlic_decode", lambda: stlic.decode(data)).shape[-2:] == image.shape[-2:]
+        assert step("stlic_decode_x_hat", lambda: stlic.decode_x_hat(data)).shape[-2:] == image.shape[-2:]
         assert step("elic_decode", lambda: elic.decode(out)).shape[-2:] == image.shape[-2:]
+        data32 = step("stlic_encode_float32", fast.encode)
+        assert step("stlic_decode_x_hat_float32", lambda: fast.decode_x_hat(data32)).shape[-2:] == image.shape[-2:]
         step("stlic_reconstruct", stlic.reconstruct)
         print({key: round(values[-1], 2) for key, values in times.items()}, flush=True)
     median = {key: statistics.median(values) for key, values in times.items()}
     return {
         "stlic": {"encode_s": median["stlic_encode"], "decode_s": median["stlic_decode"],
-                  "reconstruct_s": median["stlic_reconstruct"], "bytes": len(data),
+                  "decode_x_hat_s": median["stlic_decode_x_hat"],
+                  "encode_float32_s": median["stlic_encode_float32"],
+                  "decode_x_hat_float32_s": median["stlic_decode_x_hat_float32"],
+                  "reconstruct_s": median["stlic_reconstruct"], "bytes": len(data), "bytes_float32": len(data32),
                   "params_M": params_m(stlic.model), "encode_peak_MB": peaks["stlic_encode"],
                   "decode_peak_MB": peaks["stlic_decode"]},
         "elic": {"encode_s": median["elic_encode"], "decode_s": median["elic_decode"],
@@ -197,6 +215,8 @@ def run_large(image: torch.Tensor, preset: str, megapixels: float) -> dict:
         decode_s, _, decode_peak = timed(lambda: runner.decode(data))
         result[name] = {"encode_s": encode_s, "decode_s": decode_s,
                         "encode_peak_MB": encode_peak, "decode_peak_MB": decode_peak}
+        if name == "stlic":
+            result[name]["decode_x_hat_s"] = timed(lambda: runner.decode_x_hat(data))[0]
         del runner
         print(name, result[name], flush=True)
     return result
@@ -209,7 +229,8 @@ def write_report(results: dict, image: Path, size: tuple[int, int], args: argpar
         "# Codec benchmark: ST-LIC file codec vs CompressAI ELIC (untrained weights)",
         "",
         f"Image `{image.name}` ({size[1]}x{size[0]}), preset `{args.preset}`, median of {args.repeats} run(s) "
-        "with ST-LIC and ELIC calls alternated, "
+        "with ST-LIC and ELIC calls alternated, allocator "
+        f"{'glibc defaults (`--system-malloc`)' if args.system_malloc else 'with freed memory retained (`stlic.allocator`, as `stlic compress` runs)'}, "
         f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}, "
         f"load average at start {results['load_average']:.1f}.",
         "Both networks are untrained: timings are meaningful, bitrates are not. Peak RSS is the largest "
@@ -224,7 +245,16 @@ def write_report(results: dict, image: Path, size: tuple[int, int], args: argpar
         f"| ELIC (Elic2022Official) | {elic['params_M']:.1f} | {elic['encode_s']:.2f} | {elic['decode_s']:.2f} | "
         f"{elic['encode_peak_MB']:.0f} | {elic['decode_peak_MB']:.0f} | {elic['bytes']} |",
         "",
-        f"Ratios ST-LIC / ELIC: encode {results['encode_ratio']:.2f}x, decode {results['decode_ratio']:.2f}x.",
+        "| ST-LIC / ELIC | encode | decode |",
+        "| --- | ---: | ---: |",
+        f"| portable coding (float64 entropy parameters), refined image | {results['encode_ratio']:.2f}x | "
+        f"{results['decode_ratio']:.2f}x |",
+        f"| portable coding, decoder output `x_hat` (no refiner; {stlic['decode_x_hat_s']:.2f} s) | | "
+        f"{stlic['decode_x_hat_s'] / elic['decode_s']:.2f}x |",
+        f"| float32 entropy parameters (not portable, as ELIC), `x_hat` ({stlic['encode_float32_s']:.2f} s / "
+        f"{stlic['decode_x_hat_float32_s']:.2f} s; {stlic['bytes_float32']} bytes) | "
+        f"{stlic['encode_float32_s'] / elic['encode_s']:.2f}x | {stlic['decode_x_hat_float32_s'] / elic['decode_s']:.2f}x |",
+        "",
         f"ST-LIC `reconstruct` (same networks and context model, no rANS, no container): "
         f"{stlic['reconstruct_s']:.2f} s.",
         "",
@@ -242,18 +272,19 @@ def write_report(results: dict, image: Path, size: tuple[int, int], args: argpar
         f"## A {large['size'][1]}x{large['size'][0]} image ({large['size'][0] * large['size'][1] / 1e6:.1f} MP, "
         "the same photo upscaled), one run each",
         "",
-        "| model | encode (s) | decode (s) | encode peak RSS (MB) | decode peak RSS (MB) |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        *(f"| {name} | {r['encode_s']:.2f} | {r['decode_s']:.2f} | {r['encode_peak_MB']:.0f} | "
+        "| model | encode (s) | decode (s) | decode `x_hat` (s) | encode peak RSS (MB) | decode peak RSS (MB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *(f"| {name} | {r['encode_s']:.2f} | {r['decode_s']:.2f} | "
+          f"{r['decode_x_hat_s'] if 'decode_x_hat_s' in r else r['decode_s']:.2f} | {r['encode_peak_MB']:.0f} | "
           f"{r['decode_peak_MB']:.0f} |" for name, r in (("ST-LIC", large["stlic"]), ("ELIC", large["elic"]))),
         "",
         f"Reproduce: `python benchmarks/codec.py --preset {args.preset} --repeats {args.repeats} "
-        f"--large-megapixels {args.large_megapixels}`.",
+        f"--large-megapixels {args.large_megapixels}{' --system-malloc' if args.system_malloc else ''}`.",
     ]
-    REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    (REPORT_DIR / "codec.json").write_text(json.dumps(results, indent=2) + "\n")
-    path = REPORT_DIR / "codec.md"
-    path.write_text("\n".join(lines) + "\n")
+    stem = "codec_system_malloc" if args.system_malloc else "codec"
+    atomic_write_text(REPORT_DIR / f"{stem}.json", json.dumps(results, indent=2) + "\n")
+    path = REPORT_DIR / f"{stem}.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -263,7 +294,10 @@ def main() -> None:
     parser.add_argument("--preset", default="full")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--large-megapixels", type=float, default=2.0, help="size of the second, upscaled image")
+    parser.add_argument("--system-malloc", action="store_true", help="keep glibc's allocator defaults")
     args = parser.parse_args()
+    if not args.system_malloc:
+        retain_freed_memory()
     image_path = args.image or default_image()
     image = read_image(image_path)
     load = os.getloadavg()[0]

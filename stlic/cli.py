@@ -11,6 +11,8 @@ import importlib
 import sys
 import warnings
 
+from stlic.allocator import retain_freed_memory
+
 #: sub-command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("stlic.commands.train", "train an ST-LIC model from a YAML config"),
@@ -20,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rd": ("stlic.commands.rd", "RD curves and BD-rate against anchors"),
     "plot-dynamics": ("stlic.commands.plot_dynamics", "plot adversarial training dynamics (Fig. 2)"),
 }
+
+#: short-lived inference commands that keep freed memory for reuse (:mod:`stlic.allocator`)
+RETAINING_COMMANDS = frozenset({"compress", "decompress", "eval"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     # CompressAI scripts functions at import; the deprecation is not actionable for CLI users
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
+    if args.command in RETAINING_COMMANDS:
+        retain_freed_memory()  # large activations reuse freed heap instead of faulting in fresh pages
     prefix = f"stlic {args.command}"
     original_format = warnings.formatwarning  # warnings print as one line (still recordable by callers)
     warnings.formatwarning = lambda message, *_, **__: f"{prefix}: warning: {message}\n"

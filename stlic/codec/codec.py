@@ -115,8 +115,10 @@ def read_container(model: nn.Module, data: bytes, max_pixels: int = DECODE_MAX_P
 
 
 @torch.no_grad()
-def decompress_image(model: nn.Module, data: bytes, max_pixels: int = DECODE_MAX_PIXELS) -> DecodedImage:
-    """Decode ``.stlic`` bytes: decoder output ``x_hat`` and refined ``x_refined``, (1, 3, H, W).
+def decompress_image(model: nn.Module, data: bytes, max_pixels: int = DECODE_MAX_PIXELS, *,
+                     refine: bool = True) -> DecodedImage:
+    """Decode ``.stlic`` bytes: decoder output ``x_hat`` and refined ``x_refined``, (1, 3, H, W);
+    ``refine=False`` skips the refiner (``x_refined`` is then ``x_hat``).
 
     Raises BitstreamError for a malformed file (before decoding) and SymbolChecksumError when
     the decoded symbols differ from the encoder's.
@@ -124,7 +126,8 @@ def decompress_image(model: nn.Module, data: bytes, max_pixels: int = DECODE_MAX
     container = read_container(model, data, max_pixels)
     strings = [list(group) for group in container.strings]
     try:
-        return model.decompress(strings, container.latent_shape, container.level, container.original_size)
+        return model.decompress(strings, container.latent_shape, container.level, container.original_size,
+                                refine=refine)
     except SymbolChecksumError as error:
         if error.latent != "y":
             raise

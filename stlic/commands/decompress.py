@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="the model checkpoint that encoded the file (its fingerprint is checked)")
     parser.add_argument("--decoder-output", action="store_true",
-                        help="write the main decoder's x_hat instead of the refined image")
+                        help="write the main decoder's x_hat instead of the refined image (skips the refiner)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     image_format(args.output)
     data = read_input_bytes(args.input, "bitstream")
     model, _, _ = load_model_checkpoint(args.checkpoint, map_location=args.device)
-    decoded = decompress_image(model, data)
+    decoded = decompress_image(model, data, refine=not args.decoder_output)  # x_hat alone: no refiner pass
     image = decoded.x_hat if args.decoder_output else decoded.x_refined
     check_output(args.output, (args.input, args.checkpoint), force=args.force)  # again: decoding takes time
     write_image(args.output, image)

@@ -18,7 +18,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from stlic.layers.omnishift import OmniShift
-from stlic.layers.wkv import METHODS, MODES, bi_wkv
+from stlic.layers.wkv import METHODS, MODES, bi_wkv, bi_wkv_channels_first
 
 __all__ = ["SpatialMix", "ChannelMix", "BiRWKVBlock", "map_to_tokens", "tokens_to_map", "set_wkv_mode"]
 
@@ -82,10 +82,19 @@ class SpatialMix(_ShiftedTokenMixer):
 
     def mix_tokens(self, tokens: Tensor) -> Tensor:
         steps = tokens.shape[1]
-        k, v, r = self.key(tokens), self.value(tokens), self.receptance(tokens)
-        wkv = bi_wkv(self.decay / steps, self.boost / steps, k, v, mode=self.wkv_mode,
-                     method=self.wkv_method)
-        return self.output(torch.sigmoid(r) * wkv)
+        if torch.is_grad_enabled():
+            k, v, r = self.key(tokens), self.value(tokens), self.receptance(tokens)
+            wkv = bi_wkv(self.decay / steps, self.boost / steps, k, v, mode=self.wkv_mode, method=self.wkv_method)
+            return self.output(torch.sigmoid(r) * wkv)
+        # inference: the projections write k, v, r channels-first (B, C, T), the layout of the
+        # Bi-WKV algorithms, and the output projection reads it back: no transposed copies
+        batch = tokens.shape[0]
+        channels_first = tokens.transpose(1, 2)
+        k, v, r = (torch.bmm(layer.weight.expand(batch, -1, -1), channels_first)
+                   for layer in (self.key, self.value, self.receptance))
+        wkv = bi_wkv_channels_first(self.decay / steps, self.boost / steps, k, v, mode=self.wkv_mode,
+                                    method=self.wkv_method)
+        return torch.bmm((torch.sigmoid(r) * wkv).transpose(1, 2), self.output.weight.t().expand(batch, -1, -1))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, wkv_mode={self.wkv_mode!r}, wkv_method={self.wkv_method!r}"
@@ -120,7 +129,11 @@ class ChannelMix(_ShiftedTokenMixer):
         self.receptance = nn.Linear(dim, dim, bias=False)
 
     def mix_tokens(self, tokens: Tensor) -> Tensor:
-        hidden = torch.relu(self.key(tokens)).square()
+        hidden = self.key(tokens)
+        if hidden.requires_grad:
+            hidden = torch.relu(hidden).square()
+        else:  # inference: in place, no new (T, rate * C) buffers
+            hidden = torch.relu_(hidden).mul_(hidden)
         return self.value(hidden) * torch.sigmoid(self.receptance(tokens))
 
 
@@ -145,6 +158,8 @@ class BiRWKVBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_map(x, self.dim, type(self).__name__)
+        if not torch.is_grad_enabled():  # inference: (B, H, W, C) memory, so the channel LayerNorms,
+            x = x.contiguous(memory_format=torch.channels_last)  # tokens and maps are views, not copies
         gain1 = self.gamma1[:, None, None]
         gain2 = self.gamma2[:, None, None]
         x = x + gain1 * self.spatial_mix(self._channel_norm(self.norm1, x))

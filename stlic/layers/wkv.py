@@ -56,7 +56,7 @@ from stlic.layers.wkv_factorised import (
 from stlic.layers.wkv_prefix import PrefixSums
 from stlic.layers.wkv_scan import DEFAULT_CHUNK, both_directions, decayed_prefix_sum, log_add
 
-__all__ = ["bi_wkv", "bi_wkv_reference", "decayed_prefix_sum", "MODES", "METHODS", "KERNEL_SEGMENTS"]
+__all__ = ["bi_wkv", "bi_wkv_channels_first", "bi_wkv_reference", "decayed_prefix_sum", "MODES", "METHODS", "KERNEL_SEGMENTS"]
 
 MODES = ("paper", "kernel")
 #: "auto": factorised with cumsums (fallbacks as in the module doc); "chunked": the same with
@@ -156,6 +156,16 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, chunk: int = DEFAULT_CHUN
         Differentiable once in w, u, k, v (analytic backward, no double backward).
     """
     _check_inputs(w, u, k, v)
+    y = bi_wkv_channels_first(w, u, k.transpose(1, 2), v.transpose(1, 2), chunk, mode, segments, method)
+    return y.transpose(1, 2)
+
+
+def bi_wkv_channels_first(w: Tensor, u: Tensor, k: Tensor, v: Tensor, chunk: int = DEFAULT_CHUNK,
+                          mode: str = "paper", segments: int = KERNEL_SEGMENTS, method: str = "auto") -> Tensor:
+    """``bi_wkv`` on channels-first keys and values (B, C, T), returning (B, C, T): the layout the
+    algorithms work in (prefix sums along the last axis), so no transposes are needed when the
+    projections write it directly (``stlic.layers.rwkv.SpatialMix``)."""
+    _check_inputs(w, u, k.transpose(1, 2), v.transpose(1, 2))
     if chunk < 2:
         raise ValueError(f"chunk must be >= 2, got {chunk}")
     if mode not in MODES:
@@ -167,21 +177,20 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, chunk: int = DEFAULT_CHUN
                          f"got {method!r} in mode {mode!r}")
     out_dtype = v.dtype
     dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
-    segment = segment_length(k.shape[1], segments) if mode == "kernel" else None
+    segment = segment_length(k.shape[-1], segments) if mode == "kernel" else None
     sums = PrefixSums(chunk if method == "chunked" else None)
     attempts = () if method == "scan" else (dtype, torch.float64) if mode == "kernel" else (dtype,)
     for attempt in attempts:
         wc, uc = w.to(attempt), u.to(attempt)
-        kc, vc = (t.to(attempt).transpose(1, 2).contiguous() for t in (k, v))  # (B, C, T)
+        kc, vc = (t.to(attempt).contiguous() for t in (k, v))
         b_left, b_right, fits = scales(wc, uc, kc)
         if fits:
-            y = _FactorisedBiWKV.apply(wc, uc, kc, vc, b_left, b_right, segment, sums)
-            return y.transpose(1, 2).to(out_dtype)
+            return _FactorisedBiWKV.apply(wc, uc, kc, vc, b_left, b_right, segment, sums).to(out_dtype)
     if mode == "kernel":
-        return bi_wkv_reference(w, u, k, v, mode, segments).to(out_dtype)
-    k, v = (t.to(dtype).transpose(1, 2).contiguous() for t in (k, v))
-    y = _BiWKV.apply(w.to(dtype), u.to(dtype), k, v, chunk)
-    return y.transpose(1, 2).to(out_dtype)
+        y = bi_wkv_reference(w, u, k.transpose(1, 2), v.transpose(1, 2), mode, segments)
+        return y.transpose(1, 2).to(out_dtype)
+    k, v = (t.to(dtype).contiguous() for t in (k, v))
+    return _BiWKV.apply(w.to(dtype), u.to(dtype), k, v, chunk).to(out_dtype)
 
 
 def _kernel_exponents(w: Tensor, u: Tensor, steps: int, segments: int) -> tuple[Tensor, Tensor]:

@@ -95,9 +95,15 @@ class STLIC(nn.Module):
         return self.main.update(scale_table, force=force)
 
     # -- inference -----------------------------------------------------------------------------
-    def _decode(self, y_hats: Sequence[Tensor], original_size: tuple[int, int] | None) -> DecodedImage:
-        """Shared tail of reconstruct / decompress: g_s, refiner, clamp, crop."""
+    def _decode(self, y_hats: Sequence[Tensor], original_size: tuple[int, int] | None,
+                refine: bool = True) -> DecodedImage:
+        """Shared tail of reconstruct / decompress: g_s, refiner (``refine=False``: skipped,
+        ``x_refined`` is ``x_hat``), clamp, crop."""
         x_hat = torch.cat([self.main.g_s(y_hat) for y_hat in y_hats])
+        if not refine:
+            x_hat = x_hat if original_size is None else x_hat[..., :original_size[0], :original_size[1]]
+            x_hat = x_hat.clamp(0, 1)
+            return DecodedImage(x_hat, x_hat)
         x_refined = self.refiner(x_hat)
         if original_size is not None:
             height, width = original_size
@@ -105,11 +111,12 @@ class STLIC(nn.Module):
         return DecodedImage(x_hat.clamp(0, 1), x_refined.clamp(0, 1))
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, level: float = 0.0) -> DecodedImage:
-        """Deterministic inference of any-size ``x``; equals ``decompress(compress(x))`` bit for bit."""
+    def reconstruct(self, x: Tensor, level: float = 0.0, *, refine: bool = True) -> DecodedImage:
+        """Deterministic inference of any-size ``x``; equals ``decompress(compress(x))`` bit for bit.
+        ``refine=False`` skips the refiner (``x_refined`` is then ``x_hat``)."""
         padded = pad_to_multiple(x)
         y_hats = [self.main.quantize_latent(image[None], level) for image in padded]
-        return self._decode(y_hats, (x.shape[-2], x.shape[-1]))
+        return self._decode(y_hats, (x.shape[-2], x.shape[-1]), refine)
 
     @torch.no_grad()
     def compress(self, x: Tensor, level: float = 0.0) -> CompressedImage:
@@ -126,11 +133,12 @@ class STLIC(nn.Module):
     @torch.no_grad()
     def decompress(
         self, strings: Sequence[Sequence[bytes]], shape: Sequence[int], level: float = 0.0,
-        original_size: Sequence[int] | None = None,
+        original_size: Sequence[int] | None = None, *, refine: bool = True,
     ) -> DecodedImage:
         """Decode ``CompressedImage.strings`` / ``.shape`` (z's size); pass ``original_size`` to crop.
 
-        Without ``original_size`` the output keeps the padded size ``64 * shape``.
+        Without ``original_size`` the output keeps the padded size ``64 * shape``. ``refine=False``
+        skips the refiner when only the decoder output ``x_hat`` is wanted (``x_refined`` is ``x_hat``).
         """
         if len(strings) != 2 or len(strings[0]) != len(strings[1]):
             raise ValueError("strings must be [y_strings, z_strings] with one string per image in each")
@@ -144,4 +152,4 @@ class STLIC(nn.Module):
         size = None if original_size is None else (int(original_size[0]), int(original_size[1]))
         if size is not None and not (0 < size[0] <= 64 * z_shape[0] and 0 < size[1] <= 64 * z_shape[1]):
             raise ValueError(f"original_size {size} does not fit the coded size {64 * z_shape[0]}x{64 * z_shape[1]}")
-        return self._decode(y_hats, size)
+        return self._decode(y_hats, size, refine)

@@ -32,6 +32,20 @@ def test_decode_of_file_is_bit_identical_to_reconstruct(coding_model, photo, enc
     assert parse_container(encoded).level == level32 != LEVEL
 
 
+def test_decode_without_refiner_skips_it_and_keeps_x_hat(coding_model, encoded, monkeypatch):
+    full = decompress_image(coding_model, encoded)
+
+    def refiner_called(*_):
+        raise AssertionError("refine=False must not run the refiner")
+
+    monkeypatch.setattr(coding_model.refiner, "forward", refiner_called)
+    decoded = decompress_image(coding_model, encoded, refine=False)
+    assert torch.equal(decoded.x_hat, full.x_hat)
+    assert decoded.x_refined is decoded.x_hat
+    with pytest.raises(AssertionError, match="refine=False"):
+        decompress_image(coding_model, encoded)
+
+
 def test_file_rate_matches_likelihood_estimate(coding_model, photo, encoded):
     """bits(file) = -sum log2 p(y_hat, z_hat) within 1%, plus header/checksum and, per string, an
     8-byte rANS flush (CompressAI's 64-bit rANS state), a 4-byte chunk length and a 4-byte symbol checksum.
