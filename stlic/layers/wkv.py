@@ -125,6 +125,28 @@ class _BiWKV(torch.autograd.Function):
         return grad_w, grad_u, grad_k, grad_v, None
 
 
+#: channels per piece of the inference path: its (B, 16, T) temporaries stay in cache far longer
+INFERENCE_CHANNELS = 16
+
+
+def _factorised_in_channel_chunks(w: Tensor, u: Tensor, k: Tensor, v: Tensor, segment: int | None,
+                                  sums: PrefixSums) -> Tensor | None:
+    """Inference (no autograd): the factorised form on ``INFERENCE_CHANNELS`` channels at a time.
+
+    Channels are independent, so the result is the whole-tensor one; the temporaries (about ten
+    per channel and token) shrink from (B, C, T) to (B, 16, T): less peak memory and faster
+    element-wise passes. None when some piece does not fit the factorised form.
+    """
+    y = torch.empty_like(v)
+    for start in range(0, k.shape[1], INFERENCE_CHANNELS):
+        part = slice(start, start + INFERENCE_CHANNELS)
+        b_left, b_right, fits = scales(w[part], u[part], k[:, part])
+        if not fits:
+            return None
+        y[:, part] = factorised_forward(w[part], u[part], v[:, part], b_left, b_right, segment, sums)[0]
+    return y
+
+
 def _check_inputs(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> None:
     if k.dim() != 3 or k.shape != v.shape:
         raise ValueError(f"bi_wkv expects k and v of equal shape (B, T, C); got k {tuple(k.shape)}, "
@@ -180,9 +202,15 @@ def bi_wkv_channels_first(w: Tensor, u: Tensor, k: Tensor, v: Tensor, chunk: int
     segment = segment_length(k.shape[-1], segments) if mode == "kernel" else None
     sums = PrefixSums(chunk if method == "chunked" else None)
     attempts = () if method == "scan" else (dtype, torch.float64) if mode == "kernel" else (dtype,)
+    inference = not (torch.is_grad_enabled() and any(t.requires_grad for t in (w, u, k, v)))
     for attempt in attempts:
         wc, uc = w.to(attempt), u.to(attempt)
         kc, vc = (t.to(attempt).contiguous() for t in (k, v))
+        if inference:
+            y = _factorised_in_channel_chunks(wc, uc, kc, vc, segment, sums)
+            if y is not None:
+                return y.to(out_dtype)
+            continue
         b_left, b_right, fits = scales(wc, uc, kc)
         if fits:
             return _FactorisedBiWKV.apply(wc, uc, kc, vc, b_left, b_right, segment, sums).to(out_dtype)
