@@ -25,6 +25,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -204,21 +206,58 @@ def stage_breakdown(image: torch.Tensor, preset: str) -> dict:
 
 
 @torch.no_grad()
-def run_large(image: torch.Tensor, preset: str, megapixels: float) -> dict:
-    """One encode and decode of each codec on ``image`` upscaled to ``megapixels``."""
+def network_macs(image: torch.Tensor, preset: str) -> dict:
+    """Giga multiply-accumulates of the matrix products and convolutions of each call
+    (``torch.utils.flop_counter``; element-wise work is not counted): how much of the time ratio
+    the networks' size explains."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    stlic, elic = StlicRunner(image, preset), ElicRunner(image)
+    data, out = stlic.encode(), elic.encode()
+    calls = {"stlic_encode": stlic.encode, "stlic_decode": lambda: stlic.decode(data),
+             "stlic_decode_x_hat": lambda: stlic.decode_x_hat(data), "elic_encode": elic.encode,
+             "elic_decode": lambda: elic.decode(out)}
+    macs = {}
+    for name, call in calls.items():
+        with FlopCounterMode(display=False) as counter:
+            call()
+        macs[name] = counter.get_total_flops() / 2e9
+    return macs
+
+
+def large_image(image: torch.Tensor, megapixels: float) -> torch.Tensor:
+    """``image`` upscaled (bicubic) to about ``megapixels``."""
     scale = (megapixels * 1e6 / (image.shape[-2] * image.shape[-1])) ** 0.5
     size = (round(image.shape[-2] * scale), round(image.shape[-1] * scale))
-    large = F.interpolate(image[None], size=size, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    return F.interpolate(image[None], size=size, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+
+
+@torch.no_grad()
+def large_child(codec: str, image: torch.Tensor, preset: str) -> dict:
+    """One encode and decode of ``codec`` (run in a fresh process, so its peak RSS is its own)."""
+    baseline = rss_mb()
+    runner = StlicRunner(image, preset) if codec == "stlic" else ElicRunner(image)
+    encode_s, data, encode_peak = timed(runner.encode)
+    decode_s, _, decode_peak = timed(lambda: runner.decode(data))
+    result = {"encode_s": encode_s, "decode_s": decode_s, "encode_peak_MB": encode_peak,
+              "decode_peak_MB": decode_peak, "baseline_MB": baseline}
+    if codec == "stlic":
+        result["decode_x_hat_s"] = timed(lambda: runner.decode_x_hat(data))[0]
+    return result
+
+
+def run_large(image_path: Path, preset: str, megapixels: float, system_malloc: bool) -> dict:
+    """Each codec on the image upscaled to ``megapixels``, each in its own process (the peak
+    resident sizes are then each codec's own, not the retained heap of the other's calls)."""
+    size = tuple(large_image(read_image(image_path), megapixels).shape[-2:])
     result = {"size": list(size)}
-    for name, runner in (("stlic", StlicRunner(large, preset)), ("elic", ElicRunner(large))):
-        encode_s, data, encode_peak = timed(runner.encode)
-        decode_s, _, decode_peak = timed(lambda: runner.decode(data))
-        result[name] = {"encode_s": encode_s, "decode_s": decode_s,
-                        "encode_peak_MB": encode_peak, "decode_peak_MB": decode_peak}
-        if name == "stlic":
-            result[name]["decode_x_hat_s"] = timed(lambda: runner.decode_x_hat(data))[0]
-        del runner
-        print(name, result[name], flush=True)
+    for codec in ("stlic", "elic"):
+        command = [sys.executable, __file__, "--image", str(image_path), "--preset", preset,
+                   "--large-megapixels", str(megapixels), "--large-child", codec]
+        child = subprocess.run(command + (["--system-malloc"] if system_malloc else []),
+                               capture_output=True, text=True, check=True)
+        result[codec] = json.loads(child.stdout.strip().splitlines()[-1])
+        print(codec, result[codec], flush=True)
     return result
 
 
@@ -258,6 +297,19 @@ def write_report(results: dict, image: Path, size: tuple[int, int], args: argpar
         f"ST-LIC `reconstruct` (same networks and context model, no rANS, no container): "
         f"{stlic['reconstruct_s']:.2f} s.",
         "",
+        "## Network size: multiply-accumulates of matrix products and convolutions (GMAC)",
+        "",
+        "| call | ST-LIC | ELIC | ST-LIC / ELIC |",
+        "| --- | ---: | ---: | ---: |",
+        *(f"| {label} | {results['gmacs'][key]:.0f} | {results['gmacs'][elic_key]:.0f} | "
+          f"{results['gmacs'][key] / results['gmacs'][elic_key]:.2f}x |"
+          for label, key, elic_key in (("encode", "stlic_encode", "elic_encode"),
+                                       ("decode, refined image", "stlic_decode", "elic_decode"),
+                                       ("decode, `x_hat`", "stlic_decode_x_hat", "elic_decode"))),
+        "",
+        "(`torch.utils.flop_counter`; the float64 entropy-parameter path counts like float32 but runs "
+        "at half the matrix throughput, and element-wise work is not counted.)",
+        "",
         "## Where ST-LIC's encode time goes (one run, same image)",
         "",
         "| stage | seconds |",
@@ -270,13 +322,19 @@ def write_report(results: dict, image: Path, size: tuple[int, int], args: argpar
         f"{breakdown['y_bytes']['float64']} bytes in float64 against {breakdown['y_bytes']['float32']} in float32.",
         "",
         f"## A {large['size'][1]}x{large['size'][0]} image ({large['size'][0] * large['size'][1] / 1e6:.1f} MP, "
-        "the same photo upscaled), one run each",
+        "the same photo upscaled), one run each, each codec in a fresh process",
         "",
-        "| model | encode (s) | decode (s) | decode `x_hat` (s) | encode peak RSS (MB) | decode peak RSS (MB) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| model | encode (s) | decode (s) | decode `x_hat` (s) | RSS after imports (MB) | encode peak RSS (MB) | "
+        "decode peak RSS (MB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         *(f"| {name} | {r['encode_s']:.2f} | {r['decode_s']:.2f} | "
-          f"{r['decode_x_hat_s'] if 'decode_x_hat_s' in r else r['decode_s']:.2f} | {r['encode_peak_MB']:.0f} | "
-          f"{r['decode_peak_MB']:.0f} |" for name, r in (("ST-LIC", large["stlic"]), ("ELIC", large["elic"]))),
+          f"{r['decode_x_hat_s'] if 'decode_x_hat_s' in r else r['decode_s']:.2f} | {r['baseline_MB']:.0f} | "
+          f"{r['encode_peak_MB']:.0f} | {r['decode_peak_MB']:.0f} |"
+          for name, r in (("ST-LIC", large["stlic"]), ("ELIC", large["elic"]))),
+        "",
+        f"Ratios ST-LIC / ELIC: encode {large['stlic']['encode_s'] / large['elic']['encode_s']:.2f}x, decode "
+        f"{large['stlic']['decode_s'] / large['elic']['decode_s']:.2f}x, decode `x_hat` "
+        f"{large['stlic']['decode_x_hat_s'] / large['elic']['decode_s']:.2f}x.",
         "",
         f"Reproduce: `python benchmarks/codec.py --preset {args.preset} --repeats {args.repeats} "
         f"--large-megapixels {args.large_megapixels}{' --system-malloc' if args.system_malloc else ''}`.",
@@ -295,18 +353,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--large-megapixels", type=float, default=2.0, help="size of the second, upscaled image")
     parser.add_argument("--system-malloc", action="store_true", help="keep glibc's allocator defaults")
+    parser.add_argument("--large-child", choices=("stlic", "elic"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.system_malloc:
         retain_freed_memory()
     image_path = args.image or default_image()
     image = read_image(image_path)
+    if args.large_child:
+        print(json.dumps(large_child(args.large_child, large_image(image, args.large_megapixels), args.preset)))
+        return
     load = os.getloadavg()[0]
     results = {"image": os.path.relpath(image_path, REPO_ROOT), "preset": args.preset, "load_average": load,
                "threads": torch.get_num_threads(), "baseline_MB": rss_mb()}
     results.update(run_interleaved(image, args.preset, args.repeats))
     results["breakdown"] = stage_breakdown(image, args.preset)
+    results["gmacs"] = network_macs(image, args.preset)
+    print(results["gmacs"], flush=True)
     print(results["breakdown"], flush=True)
-    results["large"] = run_large(image, args.preset, args.large_megapixels)
+    results["large"] = run_large(image_path, args.preset, args.large_megapixels, args.system_malloc)
     results["encode_ratio"] = results["stlic"]["encode_s"] / results["elic"]["encode_s"]
     results["decode_ratio"] = results["stlic"]["decode_s"] / results["elic"]["decode_s"]
     print(f"ST-LIC / ELIC: encode {results['encode_ratio']:.2f}x, decode {results['decode_ratio']:.2f}x")

@@ -120,6 +120,8 @@ class UNetRefiner(nn.Module):
                 f"UNetRefiner(depth={self.depth}) needs H and W multiples of {self.size_multiple}, "
                 f"got {height}x{width}; pad the image first"
             )
+        if not torch.is_grad_enabled():  # inference: oneDNN's convolutions run ~5% faster on NHWC
+            x = x.contiguous(memory_format=torch.channels_last)
         features = self.stem(x * 2.0 - 1.0)
         skips = []
         for down in self.down:
