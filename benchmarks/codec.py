@@ -275,7 +275,9 @@ def write_report(results: dict, image: Path, size: tuple[int, int], args: argpar
         "Both networks are untrained: timings are meaningful, bitrates are not. Peak RSS is the largest "
         f"resident size during the call; the process held {results['baseline_MB']:.0f} MB after its imports "
         f"(`import torch` alone: ~0.7 GB; `import compressai` adds ~0.3 GB, it imports torch_geometric "
-        "and torchvision).",
+        "and torchvision)." + ("" if args.system_malloc else " With freed memory retained, a call's peak includes "
+        "the heap kept from the calls before it (both codecs share the process): the fresh-process table at "
+        "the end gives each codec's own."),
         "",
         "| model | params (M) | encode (s) | decode (s) | encode peak RSS (MB) | decode peak RSS (MB) | bytes |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -5,12 +5,13 @@ PyTorch's CPU tensors come from ``malloc``. glibc serves every block above its m
 faults in on first touch, and unmaps it again on ``free``. The full model's activations at
 768x512 are up to 150 MB each, so every layer pays that anew; at 2 CPU threads it was half of
 the transforms' time (``g_a`` 4.55 s -> 2.13 s, ``g_s`` 3.9 s -> 2.2 s, UNet refiner 3.27 s ->
-2.15 s, full preset on kodim01; ``reports/benchmarks/codec.md``).
+2.15 s, full preset on kodim01, before the transforms' own inference changes).
 
 ``retain_freed_memory`` raises the mmap threshold to 1 GiB and the trim threshold to 2 GiB, so
 large blocks come from the heap and freed ones are reused. This is what jemalloc or tcmalloc,
 which Intel's and PyTorch's CPU tuning guides preload, achieve; it needs no preload. Cost: the
-process keeps its peak heap until it exits, and a long-lived process whose small allocations
+process keeps its peak heap until it exits (2 MP image, full model: encode peak 3.4 -> 4.2 GB for
+30.3 -> 20.6 s; ``benchmarks/codec.py`` with and without ``--system-malloc``), and a long-lived process whose small allocations
 interleave with large ones can fragment it; so ``stlic compress``, ``decompress`` and ``eval``
 (short-lived, the same pattern every image) call it at start, ``stlic train`` does not. Library
 users call it themselves (it is process-wide); ``STLIC_RETAIN_FREED_MEMORY=0`` turns it off.
