@@ -225,10 +225,15 @@ def network_macs(image: torch.Tensor, preset: str) -> dict:
     return macs
 
 
+def large_size(height: int, width: int, megapixels: float) -> tuple[int, int]:
+    """(H, W) of about ``megapixels`` with the aspect of ``height`` x ``width``."""
+    scale = (megapixels * 1e6 / (height * width)) ** 0.5
+    return round(height * scale), round(width * scale)
+
+
 def large_image(image: torch.Tensor, megapixels: float) -> torch.Tensor:
     """``image`` upscaled (bicubic) to about ``megapixels``."""
-    scale = (megapixels * 1e6 / (image.shape[-2] * image.shape[-1])) ** 0.5
-    size = (round(image.shape[-2] * scale), round(image.shape[-1] * scale))
+    size = large_size(image.shape[-2], image.shape[-1], megapixels)
     return F.interpolate(image[None], size=size, mode="bicubic", align_corners=False)[0].clamp(0, 1)
 
 
@@ -246,11 +251,10 @@ def large_child(codec: str, image: torch.Tensor, preset: str) -> dict:
     return result
 
 
-def run_large(image_path: Path, preset: str, megapixels: float, system_malloc: bool) -> dict:
-    """Each codec on the image upscaled to ``megapixels``, each in its own process (the peak
-    resident sizes are then each codec's own, not the retained heap of the other's calls)."""
-    size = tuple(large_image(read_image(image_path), megapixels).shape[-2:])
-    result = {"size": list(size)}
+def run_large(image: torch.Tensor, image_path: Path, preset: str, megapixels: float, system_malloc: bool) -> dict:
+    """Each codec on ``image`` (read from ``image_path``) upscaled to ``megapixels``, each in its own
+    process (the peak resident sizes are then each codec's own, not the retained heap of the other's calls)."""
+    result = {"size": list(large_size(image.shape[-2], image.shape[-1], megapixels))}
     for codec in ("stlic", "elic"):
         command = [sys.executable, __file__, "--image", str(image_path), "--preset", preset,
                    "--large-megapixels", str(megapixels), "--large-child", codec]
@@ -372,7 +376,7 @@ def main() -> None:
     results["gmacs"] = network_macs(image, args.preset)
     print(results["gmacs"], flush=True)
     print(results["breakdown"], flush=True)
-    results["large"] = run_large(image_path, args.preset, args.large_megapixels, args.system_malloc)
+    results["large"] = run_large(image, image_path, args.preset, args.large_megapixels, args.system_malloc)
     results["encode_ratio"] = results["stlic"]["encode_s"] / results["elic"]["encode_s"]
     results["decode_ratio"] = results["stlic"]["decode_s"] / results["elic"]["decode_s"]
     print(f"ST-LIC / ELIC: encode {results['encode_ratio']:.2f}x, decode {results['decode_ratio']:.2f}x")

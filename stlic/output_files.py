@@ -10,14 +10,19 @@ Every command that writes a file goes through :func:`check_output` before any wo
   leftover ``OUT.tmp`` file, directory or symlink is never written through), are synced, then
   moved over the output with ``os.replace`` (which replaces a symlink, never its target). The
   file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask;
-  mkstemp's own are ``0o600``).
+  mkstemp's own are ``0o600``). The writer is :func:`gradbalance.export.atomic_write`, shared
+  by both packages.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable
+from typing import Iterable
+
+from gradbalance.export import atomic_write, atomic_write_text
+
+__all__ = ["same_file", "check_input_file", "check_output", "check_writable_folder", "atomic_write",
+           "atomic_write_bytes", "atomic_write_text", "temporary_files", "read_input_bytes"]
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -78,42 +83,9 @@ def check_writable_folder(folder: str | os.PathLike, what: str = "output") -> Pa
     return folder
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(handle)`` on a unique synced temporary file beside ``path``, then move it over
-    ``path``; on any error the temporary file is removed and ``path`` is left as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise OSError(f"cannot write {str(path)!r}: cannot create a file in its folder ({error.strerror})") from None
-    try:
-        os.fchmod(handle, 0o666 & ~_umask())
-        with os.fdopen(handle, "wb") as tmp:
-            write(tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """:func:`atomic_write` of ``data``."""
     return atomic_write(path, lambda handle: handle.write(data))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """:func:`atomic_write` of ``text`` in UTF-8."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def temporary_files(folder: str | os.PathLike, name: str) -> list[Path]:

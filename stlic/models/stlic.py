@@ -100,15 +100,13 @@ class STLIC(nn.Module):
         """Shared tail of reconstruct / decompress: g_s, refiner (``refine=False``: skipped,
         ``x_refined`` is ``x_hat``), clamp, crop."""
         x_hat = torch.cat([self.main.g_s(y_hat) for y_hat in y_hats])
-        if not refine:
-            x_hat = x_hat if original_size is None else x_hat[..., :original_size[0], :original_size[1]]
-            x_hat = x_hat.clamp(0, 1)
-            return DecodedImage(x_hat, x_hat)
-        x_refined = self.refiner(x_hat)
+        x_refined = self.refiner(x_hat) if refine else None
         if original_size is not None:
             height, width = original_size
-            x_hat, x_refined = x_hat[..., :height, :width], x_refined[..., :height, :width]
-        return DecodedImage(x_hat.clamp(0, 1), x_refined.clamp(0, 1))
+            x_hat = x_hat[..., :height, :width]
+            x_refined = None if x_refined is None else x_refined[..., :height, :width]
+        x_hat = x_hat.clamp(0, 1)
+        return DecodedImage(x_hat, x_hat if x_refined is None else x_refined.clamp(0, 1))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, level: float = 0.0, *, refine: bool = True) -> DecodedImage:

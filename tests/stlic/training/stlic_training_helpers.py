@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from stlic.training.config import TrainConfig, load_config
+from stlic.training.objective import STLICObjective
 
 
 def fast_config(**sections) -> TrainConfig:
@@ -42,3 +43,18 @@ def write_photos(folder: Path, count: int = 3, size: tuple[int, int] = (80, 96),
         array = np.stack(channels, -1) + rng.normal(0, 0.02, size=(*size, 3))
         Image.fromarray((array.clip(0, 1) * 255).astype(np.uint8)).save(folder / f"photo_{index}.png")
     return folder
+
+
+def poison_loss_weight(monkeypatch, loss: str, at_call: int) -> list:
+    """Make ``STLICObjective.weights`` give ``loss`` a NaN weight on its ``at_call``-th call (1-based);
+    returns the list of calls' rate coefficients, which grows with each call."""
+    original = STLICObjective.weights
+    calls: list = []
+
+    def poisoned(self, lambda_rate, adversarial_on=True):
+        calls.append(lambda_rate)
+        weights = original(self, lambda_rate, adversarial_on)
+        return {**weights, loss: float("nan")} if len(calls) == at_call else weights
+
+    monkeypatch.setattr(STLICObjective, "weights", poisoned)
+    return calls

@@ -6,12 +6,11 @@ import shutil
 import torch
 import yaml
 
-from stlic_training_helpers import fast_config
+from stlic_training_helpers import fast_config, poison_loss_weight
 from stlic.checkpoints import load_model_checkpoint
 from stlic.cli import main as stlic_main
 from stlic.training.checkpoint import load_checkpoint
 from stlic.training.logging import read_log
-from stlic.training.objective import STLICObjective
 from stlic.training.solver import STLICSolver
 
 
@@ -41,15 +40,7 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, photos,
     config = fast_config(checkpoint_every=2)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config.to_dict()))
-    original = STLICObjective.weights
-    calls = []
-
-    def poisoned(self, lambda_rate, adversarial_on=True):
-        calls.append(lambda_rate)
-        weights = original(self, lambda_rate, adversarial_on)
-        return {**weights, "l1": float("nan")} if len(calls) == 3 else weights
-
-    monkeypatch.setattr(STLICObjective, "weights", poisoned)
+    calls = poison_loss_weight(monkeypatch, "l1", at_call=3)
     run = tmp_path / "run"
     status = stlic_main(["train", "--config", str(config_path), "--data", str(photos), "--out", str(run),
                          "--steps", "4"])

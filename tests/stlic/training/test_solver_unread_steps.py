@@ -4,11 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stlic_training_helpers import fast_config
+from stlic_training_helpers import fast_config, poison_loss_weight
 from stlic.training.checkpoint import load_checkpoint
 from stlic.training.finite import NonFiniteLossError
 from stlic.training.logging import read_log
-from stlic.training.objective import STLICObjective
 from stlic.training.solver import STLICSolver
 
 
@@ -25,15 +24,7 @@ def test_unread_steps_train_exactly_like_read_ones(photos):
 
 
 def test_fit_reads_on_logging_steps_and_names_an_unread_nan(tmp_path, photos, monkeypatch):
-    original = STLICObjective.weights
-    calls = []
-
-    def poisoned(self, lambda_rate, adversarial_on=True):
-        calls.append(lambda_rate)
-        weights = original(self, lambda_rate, adversarial_on)
-        return {**weights, "l2": float("nan")} if len(calls) == 5 else weights
-
-    monkeypatch.setattr(STLICObjective, "weights", poisoned)
+    poison_loss_weight(monkeypatch, "l2", at_call=5)
     solver = STLICSolver(fast_config(log_every=3, checkpoint_every=3), out_dir=tmp_path / "run", data=[photos])
     with pytest.raises(NonFiniteLossError, match=r"weighted loss 'l2' is nan .*at step 5"):
         solver.fit(8)
