@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .precision import upcast
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 _OPTIMIZER_KEY = "optimizer"
 
@@ -40,12 +42,13 @@ class DiscriminatorStep(NamedTuple):
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """L_D = 1/2 mean softplus(-l_real) + 1/2 mean softplus(l_fake)."""
+    real_logits, fake_logits = upcast(real_logits), upcast(fake_logits)  # bf16 autocast logits: losses in fp32
     return 0.5 * F.softplus(-real_logits).mean() + 0.5 * F.softplus(fake_logits).mean()
 
 
 def generator_loss(fake_logits: Tensor) -> Tensor:
     """L_G = mean softplus(-l_fake) = E[-log D(x_hat)] (non-saturating)."""
-    return F.softplus(-fake_logits).mean()
+    return F.softplus(-upcast(fake_logits)).mean()
 
 
 class AdversarialLoss(nn.Module):

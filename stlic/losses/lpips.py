@@ -26,6 +26,7 @@ from typing import Literal, Sequence
 import torch
 from torch import Tensor, nn
 
+from .precision import upcast
 from .weights import (
     check_materialised,
     load_exactly,
@@ -121,7 +122,10 @@ class LPIPSLoss(nn.Module):
                 f"expected two RGB batches of equal shape (B, 3, H, W), got "
                 f"{tuple(x.shape)} and {tuple(y.shape)}"
             )
-        return self.model(2 * x - 1, 2 * y - 1).flatten()
+        # channels-last as the shared VGG trunk runs (stlic.losses.vgg): the same kernels, so the
+        # shared pass of PerceptualLosses stays bit-identical to this one
+        x, y = (t.contiguous(memory_format=torch.channels_last) for t in (2 * x - 1, 2 * y - 1))
+        return self.model(x, y).flatten()
 
     def normalise_input(self, x: Tensor) -> Tensor:
         """The backbone input of [0, 1] images: the package's scaling of ``2x - 1``."""
@@ -131,7 +135,8 @@ class LPIPSLoss(nn.Module):
         """LPIPS of each pair from the backbone's five taps (of :meth:`normalise_input` inputs).
 
         The package's own head, unit-normalisation and spatial mean, in its order: equal to
-        :meth:`per_image` when the taps come from the same backbone.
+        :meth:`per_image` when the taps come from the same backbone. Computed in float32 with
+        autocast off: a bf16 trunk's taps are cast up before the unit normalisation.
         """
         if self.source == "stlpips":
             from stlpips_pytorch.stlpips import spatial_average
@@ -139,10 +144,11 @@ class LPIPSLoss(nn.Module):
         else:
             from lpips import normalize_tensor, spatial_average
         total = None
-        for head, tap_x, tap_y in zip(self.model.lins, taps_x, taps_y):
-            diff = (normalize_tensor(tap_x) - normalize_tensor(tap_y)) ** 2
-            term = spatial_average(head(diff), keepdim=True)
-            total = term if total is None else total + term
+        with torch.autocast(taps_x[0].device.type, enabled=False):
+            for head, tap_x, tap_y in zip(self.model.lins, taps_x, taps_y):
+                diff = (normalize_tensor(upcast(tap_x)) - normalize_tensor(upcast(tap_y))) ** 2
+                term = spatial_average(head(diff), keepdim=True)
+                total = term if total is None else total + term
         return total.flatten()
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:

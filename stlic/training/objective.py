@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import torch
 from torch import Tensor, nn
 
 from stlic.training.config import LOSS_NAMES, LossWeights, PerceptualConfig
@@ -50,15 +51,18 @@ class STLICObjective(nn.Module):
     def forward(self, x: Tensor, output) -> dict[str, Tensor]:
         """Unweighted losses of one forward pass ``output`` (an STLICOutput) of batch ``x``.
 
-        Computed in float32 even when the forward ran under bf16 / fp16 autocast.
+        Rate, L1 and L2 are computed in float32 with autocast off. Under an ambient autocast
+        (``precision: bf16``) the VGG trunk and the discriminator run in its dtype, while LPIPS'
+        normalisation, the Wasserstein statistics and the GAN losses read float32 values.
         """
         x_hat, x_refined = output.x_hat.float(), output.x_refined.float()
         num_pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
-        losses = {
-            "rate": self.rate({k: v.float() for k, v in output.likelihoods.items()}, num_pixels),
-            "l2": self.l2(x_hat, x),
-            "l1": self.l1(x_hat, x),
-        }
+        with torch.autocast(x.device.type, enabled=False):
+            losses = {
+                "rate": self.rate({k: v.float() for k, v in output.likelihoods.items()}, num_pixels),
+                "l2": self.l2(x_hat, x),
+                "l1": self.l1(x_hat, x),
+            }
         if not self.perceptual_on:
             zero = x_hat.new_zeros(())
             return {**losses, "lpips": zero, "wasserstein": zero, "adversarial": zero}

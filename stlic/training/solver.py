@@ -143,7 +143,8 @@ class STLICSolver:
         no_sync = self.network.no_sync() if reducer_off else probing
         with self._autocast(), no_sync or contextlib.nullcontext():
             output = self.network(x, level=level, refine=self.refine)
-        losses = self.objective(x, output)
+        with self._autocast():  # VGG trunk and discriminator in bf16; the objective keeps rate, L1/L2 and WD in fp32
+            losses = self.objective(x, output)
         weights = self.objective.weights(lambda_rate, adversarial_on)
         if self.balancing is not None:
             weights = self.balancing.weights(weights)
@@ -221,7 +222,10 @@ class STLICSolver:
         self.aux_optimizer.step()
 
     def _discriminator_step(self, x: Tensor, output):
-        return self.adversarial.train_adv(output.x_refined.detach().float(), x, output.y_hat.detach().float())
+        # bf16 autocast for the discriminator too; not fp16, whose D gradients no GradScaler guards
+        bf16 = self.config.precision == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            return self.adversarial.train_adv(output.x_refined.detach().float(), x, output.y_hat.detach().float())
 
     # ----------------------------------------------------------------- loop
     def fit(self, steps: int | None = None) -> StepOutput | None:

@@ -79,3 +79,22 @@ def test_bad_pair_is_named(losses):
     shared = PerceptualLosses(*losses)
     with pytest.raises(ValueError, match="equal shape"):
         shared(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 72))
+
+
+def test_bf16_trunk_keeps_both_losses_within_one_percent_of_fp32(losses):
+    """``precision: bf16``: the shared VGG pass in bf16, LPIPS heads and WD statistics in float32."""
+    import skimage.data
+
+    photos = [skimage.data.astronaut()[:128, :128], skimage.data.coffee()[100:228, 200:328]]
+    real = torch.stack([torch.from_numpy(p / 255.0).permute(2, 0, 1).float() for p in photos])
+    test = (real + 0.05 * torch.randn(real.shape, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
+    shared = PerceptualLosses(*losses)
+    assert shared.shared
+    with torch.no_grad():
+        fp32 = shared(test, real)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = shared(test, real)
+    for name in ("lpips", "wasserstein"):
+        value, reference = getattr(bf16, name), getattr(fp32, name)
+        assert value.dtype == torch.float32
+        assert abs(value.item() - reference.item()) <= 0.01 * reference.item(), name

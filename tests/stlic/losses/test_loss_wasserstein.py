@@ -218,3 +218,81 @@ def test_default_sigma_is_texture_tolerant_where_sigma_2_was_feature_mse(wd):
         feature_mse = one_scale(photo, shifted, 0.0).item()
         assert one_scale(photo, shifted, 2.0).item() > 0.95 * feature_mse
         assert one_scale(photo, shifted).item() < 0.5 * feature_mse
+
+
+def _torch_wd_all_levels(fa, fb, log2_sigma, levels, padding="zeros"):
+    """Float64 autograd transcription of the formula: shifted-sum filters, every level computed
+    and weighted (no level skipped), the sigma map carried by the reference's stride-2 lowpass."""
+    def lowpass(a, stride=1):
+        def same(n):
+            total = max((-(-n // stride) - 1) * stride + 3 - n, 0)
+            return total // 2, total - total // 2
+        (top, bottom), (left, right) = same(a.shape[-2]), same(a.shape[-1])
+        a = F.pad(a, (left, right, top, bottom), mode="constant" if padding == "zeros" else "replicate")
+        a = 0.25 * a[..., :, :-2] + 0.5 * a[..., :, 1:-1] + 0.25 * a[..., :, 2:]
+        a = 0.25 * a[..., :-2, :] + 0.5 * a[..., 1:-1, :] + 0.25 * a[..., 2:, :]
+        return a[..., ::stride, ::stride]
+
+    sigma = torch.full((1, 1, *fa.shape[-2:]), float(log2_sigma), dtype=torch.float64)
+    weight = lambda level, s: F.relu(1 - (s - level).abs())  # noqa: E731
+    total = (weight(0, sigma) * (fa - fb) ** 2).mean(dim=(1, 2, 3))
+    moments = [(fa, fa**2), (fb, fb**2)]
+    for level in range(1, levels + 1):
+        if level >= 2:
+            sigma = lowpass(sigma, stride=2)
+        filtered = [(lowpass(f), lowpass(s)) for f, s in moments]
+        stats = [(m, (p - m**2).clamp_min(0).sqrt()) for m, p in filtered]
+        moments = [(m[..., ::2, ::2], p[..., ::2, ::2]) for m, p in filtered]
+        distance = (stats[0][0] - stats[1][0]) ** 2 + (stats[0][1] - stats[1][1]) ** 2
+        total = total + (weight(level, sigma) * distance).mean(dim=(1, 2, 3))
+    return total
+
+
+@pytest.mark.parametrize("padding", ["zeros", "replicate"])
+@pytest.mark.parametrize("sigma", [5.0, 3.0, 2.0, 2.5, 1.0, 0.5])
+@pytest.mark.parametrize("size", [(24, 20), (23, 17)])
+def test_constant_sigma_skips_only_zero_weight_levels(sigma, padding, size):
+    """The fast path (levels whose weight is zero everywhere skipped, the decimated filter in their
+    place) gives the value and the gradient of the formula with every level computed."""
+    g = torch.Generator().manual_seed(11)
+    fa = torch.randn(2, 3, *size, generator=g, dtype=torch.float64, requires_grad=True)
+    fb = torch.randn(2, 3, *size, generator=g, dtype=torch.float64) * 1.3 + 0.2
+    expected = _torch_wd_all_levels(fa, fb, sigma, levels=5, padding=padding)
+    (grad_expected,) = torch.autograd.grad(expected.sum(), fa)
+    got = wasserstein_distortion(fa, fb, sigma, num_levels=5, padding=padding)
+    (grad_got,) = torch.autograd.grad(got.sum(), fa)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad_got, grad_expected, rtol=1e-10, atol=1e-15)
+    if padding == "zeros":  # the same sigma as a map takes the general path: every level
+        as_map = torch.full((1, 1, *size), sigma, dtype=torch.float64)
+        torch.testing.assert_close(wasserstein_distortion(fa, fb, as_map, num_levels=5), expected, rtol=1e-12, atol=0)
+
+
+def test_decimated_lowpass_is_filter_then_every_other_sample():
+    from stlic.losses.wasserstein import lowpass, lowpass_decimated
+
+    g = torch.Generator().manual_seed(12)
+    for size in ((9, 8), (8, 9), (16, 16)):
+        x = torch.randn(2, 3, *size, generator=g, dtype=torch.float64)
+        for padding in ("zeros", "replicate"):
+            torch.testing.assert_close(lowpass_decimated(x, padding), lowpass(x, padding=padding)[..., ::2, ::2],
+                                       rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(lowpass(x[0, 0], stride=2).numpy(), _np_lowpass(x[0, 0].numpy(), stride=2), rtol=1e-12)
+
+
+def test_bf16_autocast_keeps_the_loss_within_one_percent_of_fp32(wd):
+    """Real photo crops: the VGG trunk in bf16, the statistics in float32 (precision.upcast)."""
+    import skimage.data
+
+    loss = WassersteinDistortion(num_scales=1, backbone=wd.backbone)
+    photos = [skimage.data.astronaut()[:128, :128], skimage.data.coffee()[100:228, 200:328],
+              skimage.data.chelsea()[50:178, 100:228]]
+    x = torch.stack([torch.from_numpy(p / 255.0).permute(2, 0, 1).float() for p in photos])
+    y = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(13))).clamp(0, 1)
+    with torch.no_grad():
+        fp32 = loss.per_image(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = loss.per_image(x, y)
+    assert bf16.dtype == torch.float32
+    torch.testing.assert_close(bf16, fp32, rtol=0.01, atol=0)
+    assert not torch.equal(bf16, fp32)  # the trunk did run in bf16
