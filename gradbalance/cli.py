@@ -67,6 +67,8 @@ def _probe(args: argparse.Namespace) -> int:
     save_run(out, probe.records, probe.cosine_records, metadata)
     run = ProbeRun.load(out)
     _report(run, args.window, write=True)
+    if getattr(target, "epilogue", None):
+        print(f"\n{target.epilogue}")
     print(f"run written to {out}")
     return 0
 

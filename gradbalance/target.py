@@ -27,7 +27,9 @@ BackwardFn = Callable[[Mapping[str, Tensor], Mapping[str, float]], object]
 class ProbeTarget(Protocol):
     """A model, its parameter groups and one training step, as the probe CLI needs them.
 
-    An optional attribute ``scaler`` (a ``torch.amp.GradScaler``) makes the probe unscale norms.
+    An optional attribute ``scaler`` (a ``torch.amp.GradScaler``) makes the probe unscale norms;
+    an optional ``epilogue`` (str) is printed by ``gradbalance probe`` after the tables, to put
+    them in context (why a cell is far from the reference, which command to run next).
     """
 
     model: nn.Module

@@ -13,8 +13,9 @@ def probe_run(tmp_path_factory) -> Path:
     """``gradbalance probe --model stlic`` for 4 steps (probed every 2) on the CPU preset."""
     out = tmp_path_factory.mktemp("probe") / "run"
     data = training_images()
-    run_cli("gradbalance", "probe", "--model", "stlic", "--steps", "4", "--every", "2", "--device", "cpu",
-            "--out", str(out), *(["--data", *data] if data else []))
+    result = run_cli("gradbalance", "probe", "--model", "stlic", "--steps", "4", "--every", "2", "--device", "cpu",
+                     "--out", str(out), *(["--data", *data] if data else []))
+    (out.parent / "stdout.txt").write_text(result.stdout)  # what the user saw (test_probe_output_in_context)
     return out
 
 

@@ -30,6 +30,17 @@ def test_probe_writes_table1(probe_run):
     assert json.loads((probe_run / "run.json").read_text())["steps"] == 4
 
 
+def test_probe_output_in_context(probe_run):
+    """The quick start ends with why Table II's weights give these shares and what to run next."""
+    printed = (probe_run.parent / "stdout.txt").read_text()
+    tables_end = printed.rindex("beside paper")
+    epilogue = printed[tables_end:]
+    assert "Why these shares" in epilogue and "Table II" in epilogue
+    assert "--config configs/derived/paper_table1_cpu_iter4.yaml" in epilogue
+    assert (ROOT / "configs" / "derived" / "paper_table1_cpu_iter4.yaml").is_file()
+    assert "1.3 pp" in epilogue and "1.3 pp" in (ROOT / "reports" / "table1" / "README.md").read_text()
+
+
 def test_derive_then_train(probe_run, tmp_path):
     derived = tmp_path / "configs" / "derived" / "equal.yaml"
     run_cli("gradbalance", "derive", str(probe_run), "--target", "equal",
