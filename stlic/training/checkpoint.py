@@ -16,6 +16,21 @@ import torch
 
 #: file name of the latest training checkpoint inside a run folder
 CHECKPOINT_NAME = "checkpoint.pt"
+#: file name of the inference model (stlic.checkpoints format) written beside it
+MODEL_NAME = "model.pt"
+
+
+def export_model(model: torch.nn.Module, model_config, path: str | Path, extra: dict | None = None) -> Path:
+    """Write ``model`` as an inference checkpoint (``stlic.checkpoints``, what ``stlic eval`` and
+    ``compress`` read) without touching the training model: a copy gets its coding tables
+    (``update(force=True)``), so the run's state, and hence an exact resume, is unchanged."""
+    import copy
+
+    from stlic.checkpoints import save_model_checkpoint
+
+    inference = copy.deepcopy(model).eval()
+    inference.update(force=True)
+    return save_model_checkpoint(path, inference, model_config, extra=extra)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
