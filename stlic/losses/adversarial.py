@@ -66,10 +66,11 @@ def discriminator_health(real_logits: Tensor, fake_logits: Tensor) -> dict[str, 
     """
     if real_logits.shape != fake_logits.shape:
         raise ValueError(f"real {tuple(real_logits.shape)} and fake {tuple(fake_logits.shape)} logits differ in shape")
-    real, fake = real_logits.detach().float(), fake_logits.detach().float()
+    wide = lambda t: t.detach().float() if t.dtype in (torch.float16, torch.bfloat16) else t.detach()  # noqa: E731
+    real, fake = wide(real_logits), wide(fake_logits)
     return {
         "real_logit": real.mean(), "fake_logit": fake.mean(),
-        "accuracy": 0.5 * (real > 0).float().mean() + 0.5 * (fake < 0).float().mean(),
+        "accuracy": 0.5 * (real > 0).to(real.dtype).mean() + 0.5 * (fake < 0).to(real.dtype).mean(),
         "gap": (torch.sigmoid(real) - torch.sigmoid(fake)).abs().mean(),
     }
 
