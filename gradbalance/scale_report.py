@@ -30,13 +30,16 @@ class ScaleReport:
     """Range coefficients kept / moved by the derived multipliers, and what set the scale."""
 
     kept: dict[str, tuple[float, ...]]
+    held_ranges: dict[str, tuple[tuple[float, ...], tuple[float, ...]]]  # set by --fixed: name -> (base, held)
     moved: dict[str, tuple[tuple[float, ...], tuple[float, ...], float]]  # name -> (old, new, multiplier)
     scale_from: tuple[str, ...]  # the held coefficients, else the anchors, that set the common scale
     held: bool  # True when scale_from are held (--fixed) coefficients
 
     def header(self) -> str:
         """One sentence for the derived config's header ('' without range coefficients)."""
-        kept = "; ".join(f"{name} {_range(values)}" for name, values in self.kept.items())
+        kept = "; ".join([f"{name} {_range(values)}" for name, values in self.kept.items()]
+                         + [f"{name} {_range(new)} (held; the base had {_range(old)})" if old != new else
+                            f"{name} {_range(new)} (held)" for name, (old, new) in self.held_ranges.items()])
         if not self.moved:
             return f"Operating point kept: {kept}." if kept else ""
         moved = "; ".join(f"{name} {_range(old)} -> {_range(new)} (x{m:.4g})" for name, (old, new, m)
@@ -59,16 +62,20 @@ class ScaleReport:
 def describe_scale(current: Mapping[str, Coefficient], multipliers: Mapping[str, float], *,
                    fixed: Optional[Mapping[str, Coefficient]] = None,
                    anchors: Optional[Mapping[str, tuple[str, ...]]] = None, tolerance: float = 1e-9) -> ScaleReport:
-    """Which range coefficients of ``current`` the ``multipliers`` keep (``|m - 1| <= tolerance``) or move."""
-    kept, moved = {}, {}
+    """Which range coefficients of ``current`` the ``multipliers`` keep (``|m - 1| <= tolerance``), hold
+    (named in ``fixed``: the user chose them) or move."""
+    kept, held_ranges, moved = {}, {}, {}
+    fixed = dict(fixed or {})
     for name, value in current.items():
         if not isinstance(value, (tuple, list)) or name not in multipliers:
             continue
         m = float(multipliers[name])
         old = tuple(float(v) for v in value)
-        if abs(m - 1.0) <= tolerance:
+        if name in fixed:
+            held_ranges[name] = (old, tuple(float(v) for v in fixed[name]))
+        elif abs(m - 1.0) <= tolerance:
             kept[name] = old
         else:
             moved[name] = (old, tuple(v * m for v in old), m)
-    held = tuple(fixed or ())
-    return ScaleReport(kept, moved, held or tuple(anchors or ()), bool(held))
+    held = tuple(fixed)
+    return ScaleReport(kept, held_ranges, moved, held or tuple(anchors or ()), bool(held))

@@ -29,3 +29,9 @@ def test_without_held_coefficients_the_anchor_is_named():
 
 def test_no_range_no_header():
     assert describe_scale({"l2": 1.0}, {"l2": 2.0}).header() == ""
+
+
+def test_a_range_the_user_holds_is_reported_as_held_not_moved():
+    report = describe_scale({"rate": (0.4063, 5.116)}, {"rate": 0.3323}, fixed={"rate": (0.135, 1.7)})
+    assert not report.moved and report.note() is None
+    assert report.header() == "Operating point kept: rate [0.135, 1.7] (held; the base had [0.4063, 5.116])."
