@@ -160,7 +160,7 @@ def _check_options(options: EvalOptions) -> None:
 
 def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options: EvalOptions | None = None) -> EvalResult:
     """Evaluate ``checkpoint`` on the images of ``data``; results go to ``out`` (see module doc)."""
-    from stlic.checkpoints import load_model_checkpoint
+    from stlic.training.checkpoint import load_inference_model
     from stlic.codec.codec import bits_per_pixel, decompress_image
     from stlic.codec.image_io import read_image
     from stlic.evaluation.figures import PanelScores, save_comparison_figure
@@ -176,7 +176,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options:
         check_fid_sample_count(patches, options.fid_min_patches)
     from stlic.devices import resolve_device
 
-    model, _, _ = load_model_checkpoint(checkpoint)
+    model, _, _ = load_inference_model(checkpoint)  # a model.pt, or a training checkpoint.pt (warned)
     model = model.to(resolve_device(options.device))
     metrics = _build_metrics(options)
     lpips = metrics[OUTPUTS[0]].lpips
