@@ -8,11 +8,10 @@ import pytest
 import torch
 import yaml
 
-from stlic_training_helpers import fast_config
+from stlic_training_helpers import fast_config, training_records
 from gradbalance.run import ProbeRun
 from stlic.training.checkpoint import load_checkpoint
 from stlic.training.config import ConfigError, TrainConfig
-from stlic.training.logging import read_log
 from stlic.training.solver import STLICSolver
 
 #: the paper's Table I (main network / refiner), /work/shared/paper/README.md
@@ -89,7 +88,7 @@ def test_resume_with_the_balancer_continues_exactly(tmp_path, photos, targets):
     resumed = STLICSolver(config, out_dir=tmp_path / "resumed", data=[photos])
     assert resumed.resume() == 3
     resumed.fit(6)
-    expected, got = read_log(tmp_path / "straight"), read_log(tmp_path / "resumed")
+    expected, got = training_records(tmp_path / "straight"), training_records(tmp_path / "resumed")
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
     assert got == expected and "balancer/weight/lpips" in got[-1]
     assert resumed.balancing.balancer.weights == straight.balancing.balancer.weights
