@@ -16,7 +16,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from stlic.training.gan_health import discriminator_records
+from stlic.training.gan_health import GAP_MIN, discriminator_records
 from stlic.training.logging import read_log
 
 EQUILIBRIUM = math.log(2.0)
@@ -87,16 +87,25 @@ def plot_dynamics(run_dir: str | Path, smooth: int = 1, out: str | Path | None =
     axis.set_title("Adversarial training dynamics")
     axis.legend(loc="best", frameon=False)
     axis.grid(alpha=0.3)
-    styles = {"accuracy": ("D accuracy", "tab:green", "-"), "gap": (r"gap $|D(x) - D(\hat x)|$", "tab:red", "-"),
-              "d_real": (r"$D(x)$", "tab:purple", ":"), "d_fake": (r"$D(\hat x)$", "tab:brown", ":")}
+    styles = {"accuracy": ("D accuracy", "tab:green", "-"), "d_real": (r"$D(x)$", "tab:purple", ":"),
+              "d_fake": (r"$D(\hat x)$", "tab:brown", ":")}
     for name, (label, color, line) in styles.items():
         if name in health:
             lower.plot(health["steps"], health[name], label=label, color=color, linestyle=line)
     lower.axhline(0.5, color="gray", linestyle="--", linewidth=1)
     lower.set_ylim(-0.02, 1.02)
     lower.set_xlabel("step")
-    lower.set_ylabel("discriminator health")
-    lower.legend(loc="best", frameon=False, ncol=2, fontsize="small")
+    lower.set_ylabel("D accuracy, mean D")
+    lower.legend(loc="upper left", frameon=False, ncol=3, fontsize="small")
     lower.grid(alpha=0.3)
+    if "gap" in health:  # log scale: a dormant D's gap is 1e-4, an engaged one's 1e-1
+        right = lower.twinx()
+        right.plot(health["steps"], np.maximum(health["gap"], 1e-7), color="tab:red",
+                   label=r"gap $|D(x) - D(\hat x)|$ (right)")
+        right.axhline(GAP_MIN, color="tab:red", linestyle="--", linewidth=1, label=f"dormant below {GAP_MIN:g}")
+        right.set_yscale("log")
+        right.set_ylim(1e-6, 1.0)
+        right.set_ylabel("paired gap (log)", color="tab:red")
+        right.legend(loc="lower right", frameon=False, fontsize="small")
     path = Path(out) if out is not None else Path(run_dir) / "dynamics.png"
     return save_figure(figure, path)

@@ -75,3 +75,17 @@ def test_older_logs_use_the_unpaired_gap_a_lower_bound():
 def test_no_discriminator_step_is_an_error():
     with pytest.raises(ValueError, match="no step with a discriminator update"):
         run_health([{"step": 1, "disc_loss": None}])
+
+
+def test_plot_dynamics_draws_the_health_panel_and_prints_the_verdict(tmp_path, capsys):
+    import json
+
+    from stlic.cli import main as stlic_main
+
+    records = dormant(40) + engaged(40, start=41)
+    (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert stlic_main(["plot-dynamics", str(tmp_path), "--smooth", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "GAN verdict: engaged (steps 41-80" in printed
+    assert "part 1/4: dormant (steps 1-20" in printed and "part 4/4: engaged" in printed
+    assert (tmp_path / "dynamics.png").stat().st_size > 10_000
