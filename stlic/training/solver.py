@@ -108,7 +108,8 @@ class STLICSolver:
         self._deferred = DeferredFiniteCheck()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.balancing = None if config.balancer is None else TrainingBalancer(
-            config.balancer, config.loss_weights, self.model, self.optimizer, self.scaler, self.context.is_main)
+            config.balancer, config.loss_weights, self.model, self.optimizer, self.scaler, self.context.is_main,
+            refine=self.refine)
         self.lambda_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.train_seconds = 0.0  # wall-clock seconds spent in fit(), carried across resumes

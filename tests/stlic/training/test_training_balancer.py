@@ -94,3 +94,16 @@ def test_resume_with_the_balancer_continues_exactly(tmp_path, photos, targets):
     assert resumed.balancing.balancer.weights == straight.balancing.balancer.weights
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_a_coupled_run_balances_the_main_network_alone(tmp_path, photos, targets):
+    main_only = tmp_path / "main.yaml"
+    main_only.write_text(yaml.safe_dump({"main": PAPER_TABLE_I["main"]}))
+    data = with_balancer({"targets": str(main_only), "every": 1, "ema": 0.5}).to_dict()
+    solver = STLICSolver(TrainConfig.from_dict({**data, "arrangement": "coupled"}), data=[photos])
+    for _ in range(2):
+        out = solver.run_step(solver.next_batch())
+    assert any(key.startswith("balancer/") for key in out.balance) and out.losses["lpips"] > 0
+    with pytest.raises(ValueError, match="refiner"):  # Table I's refiner column names a group a coupled run lacks
+        STLICSolver(TrainConfig.from_dict({**data, "arrangement": "coupled", "balancer": {
+            **data["balancer"], "targets": str(tmp_path / "table1.yaml")}}), data=[photos])
