@@ -32,6 +32,7 @@ from gradbalance.rebalance import compare_shares, rebalance
 from gradbalance.reference import ReferenceShares, comparison_markdown
 from gradbalance.reprobe import remeasure, run_target
 from gradbalance.run import ProbeRun, save_run, write_tables
+from gradbalance.scale_report import describe_scale
 from gradbalance.target import make_target
 
 
@@ -220,8 +221,11 @@ def _derive(args: argparse.Namespace) -> int:
         if len(members) > 1 or anchor not in fixed:
             print(f"note: the target fixes only the ratios of {', '.join(members)}; {anchor} keeps its current "
                   f"weight (give --fixed to choose)", file=sys.stderr)
+    scale = describe_scale(current, result.multipliers, fixed=fixed, anchors=result.anchors)
+    if scale.note():
+        print(f"note: {scale.note()}", file=sys.stderr)
     header = (f"Run {run.path} ({run.metadata.get('model', '?')}, {len(table.steps)} probed steps, "
-              f"{table.column}); target {args.target}; residual {result.residual:.4g}.{note}")
+              f"{table.column}); target {args.target}; residual {result.residual:.4g}.{note}\n{scale.header()}")
     skipped = sorted(set(coefficients) - set(base))
     if skipped:
         print(f"warning: {skipped} not in the base block {args.block!r}; left out of {args.out}", file=sys.stderr)

@@ -157,6 +157,12 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
     ratios = {l: _base(fixed[l]) / _base(current[l]) for l in fixed}
     if any(not r > 0 for r in ratios.values()):
         raise ValueError(f"fixed coefficients must have the sign of the current ones: {fixed} vs {current}")
+    for l in fixed:  # a range scales as a whole: both ends by one multiplier
+        scaled = scale_coefficient(current[l], ratios[l])
+        if isinstance(scaled, tuple) != isinstance(fixed[l], (tuple, list)) or (isinstance(scaled, tuple) and (
+                len(scaled) != len(fixed[l]) or any(abs(a - b) > 1e-6 * abs(b) for a, b in zip(scaled, fixed[l])))):
+            raise ValueError(f"fixed {l}={fixed[l]} is not a multiple of its current value {current[l]}: shares "
+                             "scale linearly only when every end of a range scales by the same factor")
     start = np.array([math.log(ratios[l]) if l in fixed else 0.0 for l in losses])
     free = [i for i, l in enumerate(losses) if l not in fixed and targeted[i].any()]
     held = {i for i in range(len(losses)) if i not in free}
@@ -181,7 +187,8 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
     r = residuals(log_m[free]) if targeted.any() else np.zeros(0)
     miss = np.maximum(predicted - upper, 0) + np.maximum(lower - predicted, 0)
     return DerivedCoefficients(
-        coefficients={l: scale_coefficient(current[l], multipliers[l]) for l in losses},
+        coefficients={l: _exact(fixed[l]) if l in fixed else scale_coefficient(current[l], multipliers[l])
+                      for l in losses},
         multipliers=multipliers, predicted=predicted, lower=lower, upper=upper,
         residual=float(np.sqrt(np.mean(r ** 2))) if r.size else 0.0,
         max_error=float(np.nanmax(miss.to_numpy())) if targeted.any() else 0.0,
@@ -217,6 +224,11 @@ def derive_from_norms(norms: Union[pd.DataFrame, Sequence[pd.DataFrame]], weight
 def _base(value: Coefficient) -> float:
     """The scalar a coefficient scales by: itself, or the lower end of a range."""
     return float(value[0]) if isinstance(value, (tuple, list)) else float(value)
+
+
+def _exact(value: Coefficient) -> Coefficient:
+    """A held coefficient as given (not rebuilt as current * ratio, which rounds)."""
+    return tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else float(value)
 
 
 def scale_coefficient(value: Coefficient, multiplier: float) -> Coefficient:

@@ -84,14 +84,17 @@ class STLICProbeTarget:
 
     @property
     def groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        """Table I's columns: ``main`` (LALIC without the aux-trained quantiles) and ``refiner``."""
+        """Table I's columns: ``main`` (LALIC without the aux-trained quantiles) and ``refiner``
+        (absent when the solver trains no refiner: ``arrangement: coupled``, phase "rd")."""
         main = [p for n, p in self.model.main.named_parameters() if not n.endswith("quantiles")]
-        return {"main": main, "refiner": list(self.model.refiner.parameters())}
+        return {"main": main, **({"refiner": list(self.model.refiner.parameters())} if self.solver.refine else {})}
 
     @property
     def ignored_parameters(self) -> list[torch.nn.Parameter]:
-        """Parameters in neither group on purpose (trained by the aux loss, not by these losses)."""
-        return [p for n, p in self.model.named_parameters() if n.endswith("quantiles")]
+        """Parameters in neither group on purpose (trained by the aux loss, not by these losses; the
+        refiner when the solver does not use it)."""
+        unused = [] if self.solver.refine else list(self.model.refiner.parameters())
+        return [p for n, p in self.model.named_parameters() if n.endswith("quantiles")] + unused
 
     def train_step(self, step: int, backward) -> None:
         """One real ST-LIC training step whose backward is the probe's."""

@@ -165,10 +165,14 @@ def find_level_for_bpp(
 ) -> RateSearchResult:
     """Continuous QVRF level whose file rate is closest to ``target_bpp``.
 
-    The rate decreases with the level, so bisection on ``[0, n_levels - 1]`` keeps the bracket
-    ``bpp(lo) >= target >= bpp(hi)`` and stops once ``|bpp - target| <= rel_tolerance * target``.
-    Every probe is a real encode; the closest file seen is returned. A target above the rate
-    of level 0 (or below that of the last level) returns that end level with ``feasible=False``.
+    A larger level has a larger rate coefficient, and training pushes its rate down, but nothing
+    enforces the order: the gains of levels 1.. are learned and level 0's is fixed at 1, so level 1
+    can spend more bits than level 0 (the shipped ``pretrained/lalic_tiny_rd`` model does). So: probe
+    both ends; if they do not bracket the target, probe every integer level and take the first
+    consecutive pair that does; then bisect within the bracket, keeping the target between the
+    rates of its ends, until ``|bpp - target| <= rel_tolerance * target``. Every probe is a real
+    encode; the closest file seen is returned, with ``feasible=False`` when no level reaches the
+    target within the tolerance.
     """
     if not (math.isfinite(target_bpp) and target_bpp > 0):
         raise ValueError(f"target bpp must be a positive number, got {target_bpp}")
@@ -181,19 +185,36 @@ def find_level_for_bpp(
         probes.append((coding_level(model, level), data, bits_per_pixel(data, image)))
         return probes[-1][2]
 
+    def close(bpp: float) -> bool:
+        return abs(bpp - target_bpp) <= rel_tolerance * target_bpp
+
     def result(feasible: bool) -> RateSearchResult:
         level, data, bpp = min(probes, key=lambda p: abs(p[2] - target_bpp))
         return RateSearchResult(level, data, bpp, float(target_bpp), len(probes), feasible)
 
-    low, high = 0.0, float(n_levels(model) - 1)
-    if probe(low) <= target_bpp:
-        return result(feasible=probes[-1][2] >= target_bpp * (1 - rel_tolerance))
-    if probe(high) >= target_bpp:
-        return result(feasible=probes[-1][2] <= target_bpp * (1 + rel_tolerance))
+    def brackets(a: float, b: float) -> bool:
+        return min(a, b) <= target_bpp <= max(a, b)
+
+    top = n_levels(model) - 1
+    low, high = 0.0, float(top)
+    rate_low = probe(low)
+    if close(rate_low):
+        return result(feasible=True)
+    rate_high = probe(high) if top > 0 else rate_low
+    if close(rate_high):
+        return result(feasible=True)
+    if not brackets(rate_low, rate_high):
+        rates = [rate_low] + [probe(float(level)) for level in range(1, top)] + [rate_high]
+        pairs = [level for level in range(top) if brackets(rates[level], rates[level + 1])]
+        if not pairs:
+            return result(feasible=close(result(False).bpp))
+        low, high = float(pairs[0]), float(pairs[0] + 1)
+        rate_low = rates[pairs[0]]
     while len(probes) < max_iterations:
         middle = 0.5 * (low + high)
         bpp = probe(middle)
-        if abs(bpp - target_bpp) <= rel_tolerance * target_bpp:
+        if close(bpp):
             break
-        low, high = (middle, high) if bpp > target_bpp else (low, middle)
+        low, high, rate_low = (middle, high, bpp) if (bpp > target_bpp) == (rate_low > target_bpp) else \
+            (low, middle, rate_low)
     return result(feasible=True)

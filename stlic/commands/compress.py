@@ -14,7 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", type=Path, help="bitstream file to write (.stlic)")
     parser.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (stlic.checkpoints)")
     rate = parser.add_mutually_exclusive_group(required=True)
-    rate.add_argument("--rate-level", type=float, help="continuous QVRF level in [0, n_levels-1]; larger = fewer bits")
+    rate.add_argument("--rate-level", type=float,
+                      help="continuous QVRF level in [0, n_levels-1]; larger = larger rate coefficient, usually "
+                           "fewer bits (not enforced: --target-bpp searches by the measured rate)")
     rate.add_argument("--target-bpp", type=float, help="search the level whose file comes closest to this bpp")
     parser.add_argument("--tolerance", type=float, default=0.02, help="relative bpp tolerance of --target-bpp")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")

@@ -1,4 +1,7 @@
-"""`stlic plot-dynamics RUN [--out FIG] [-f]`: the paper's Fig. 2 (smoothed L_G and L_D with the ln 2 line).
+"""`stlic plot-dynamics RUN [--out FIG] [-f]`: the paper's Fig. 2 (smoothed L_G and L_D with the ln 2 line)
+above a health panel (D's accuracy, real-fake gap, D(x), D(x_hat)), and the run's GAN verdict
+(engaged, dormant, collapsed or diverged, :mod:`stlic.training.gan_health`) with the numbers it used,
+for the second half of the D steps and for each quarter.
 
 The default ``RUN/dynamics.png`` is redrawn in place; an explicit ``--out`` that exists is refused
 unless ``--force``. Figures are written atomically.
@@ -31,4 +34,11 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.out, (log,), force=args.force)
     path = plot_dynamics(args.run, smooth=args.smooth, out=args.out)
     print(f"wrote {path}")
+    from stlic.training.gan_health import run_health
+    from stlic.training.logging import read_log
+
+    overall, quarters = run_health(read_log(args.run))
+    print(f"GAN verdict: {overall.summary()}")
+    for index, part in enumerate(quarters, 1):
+        print(f"  part {index}/{len(quarters)}: {part.summary()}")
     return 0

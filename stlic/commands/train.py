@@ -4,7 +4,9 @@
     torchrun --nproc_per_node 2 -m stlic train --config stlic_small --out runs/small   # DDP
 
 ``--init CHECKPOINT`` starts the main network from trained weights (phase 2 of ST-LIC from a
-phase-1 ``model.pt`` or an official LALIC checkpoint; refiner = identity, fresh optimizers).
+phase-1 ``model.pt`` or an official LALIC checkpoint; refiner = identity, fresh optimizers); a
+config whose rate range differs from the checkpoint's QVRF levels is refused unless
+``--accept-rate-range``.
 ``--resume`` continues exactly from ``RUN/checkpoint.pt`` (the config stored there unless
 ``--config`` is given, which must build the same model). A NaN / inf loss or gradient stops
 training with exit status 3 and leaves the last good checkpoint in place.
@@ -33,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", metavar="CHECKPOINT",
                         help="start the main network from trained weights: an stlic model.pt, a training "
                              "checkpoint.pt or an official LALIC checkpoint (refiner = identity, fresh optimizers)")
+    parser.add_argument("--accept-rate-range", action="store_true",
+                        help="with --init: accept a config whose rate range (loss_weights.rate) differs from the "
+                             "QVRF levels the checkpoint was trained for (the levels then retrain for the new range)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: cuda when available)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="override the config's precision")
     parser.add_argument("--seed", type=int, help="override the config's seed")
@@ -69,6 +74,19 @@ def _check_same_model(config, state: dict, out: Path) -> None:
             raise ValueError(f"--config builds a different {section} than the checkpoint in {str(out)!r} "
                              f"({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}); "
                              "resume without --config to use the checkpoint's own")
+
+
+def _check_rate_range(report, model_config, accept: bool) -> None:
+    """--init keeps the checkpoint's operating point unless --accept-rate-range (then a warning)."""
+    from stlic.training.initialize import rate_range_change
+
+    change = rate_range_change(report, model_config.rate_lambdas)
+    if change is None:
+        return
+    if not accept:
+        raise ValueError(f"--init: {change}; set loss_weights.rate to the checkpoint's range, or pass "
+                         "--accept-rate-range to move the operating point")
+    print(f"warning: --init: {change} (accepted: --accept-rate-range)", file=sys.stderr)
 
 
 def _prepare_run_folder(args: argparse.Namespace, out: Path) -> None:
@@ -134,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
             from stlic.training.initialize import init_main_network
 
             report = init_main_network(solver.model, args.init)
+            _check_rate_range(report, solver.model_config, args.accept_rate_range)
             print(report.summary(), file=sys.stderr)
             if context.is_main:
                 report.save(out / "init.json")

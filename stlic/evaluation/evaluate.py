@@ -4,6 +4,9 @@ For every image: encode with the codec (``bpp = 8 * len(file) / (H * W)``), deco
 PSNR, MS-SSIM and LPIPS of both reconstructions (decoder output and refined output); over the set,
 FID/256 of both (HiFiC patch protocol, one reference feature pass shared by the two). Writes
 ``per_image.csv``, ``summary.json``, ``table3.md`` (and K comparison figures) into ``out``.
+``per_image.csv`` is rewritten (atomically) after every image, and a line per image reports its
+level, bpp and scores (unless ``progress=False``): a long run shows where it is, and a killed one
+leaves the images done so far (``summary.json`` is written only at the end).
 
 Input handling: a missing folder or one without images raises; a file with an image suffix that
 cannot be read is skipped with a warning naming it (and listed in the summary's notes); images
@@ -13,6 +16,7 @@ before any coding, when the set has fewer than ``fid_min_patches`` patches.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +30,7 @@ from stlic.evaluation.functional.fid_patches import FID_PATCH_SIZE, count_fid_pa
 from stlic.evaluation.functional.ms_ssim import MS_SSIM_MIN_SIZE
 from stlic.evaluation.metrics import MIN_FID_PATCHES, FIDMetric, LPIPSMetric, MSSSIMMetric, PSNRMetric
 from stlic.evaluation.metrics.fid import check_fid_sample_count
-from stlic.evaluation.results import OUTPUTS, EvalSummary, ImageResult, OutputSummary, write_results
+from stlic.evaluation.results import OUTPUTS, EvalSummary, ImageResult, OutputSummary, write_per_image, write_results
 from stlic.paths import IMAGE_SUFFIXES
 
 DISTS_UNAVAILABLE = (
@@ -156,7 +160,7 @@ def _check_options(options: EvalOptions) -> None:
 
 def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options: EvalOptions | None = None) -> EvalResult:
     """Evaluate ``checkpoint`` on the images of ``data``; results go to ``out`` (see module doc)."""
-    from stlic.checkpoints import load_model_checkpoint
+    from stlic.training.checkpoint import load_inference_model
     from stlic.codec.codec import bits_per_pixel, decompress_image
     from stlic.codec.image_io import read_image
     from stlic.evaluation.figures import PanelScores, save_comparison_figure
@@ -172,13 +176,14 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options:
         check_fid_sample_count(patches, options.fid_min_patches)
     from stlic.devices import resolve_device
 
-    model, _, _ = load_model_checkpoint(checkpoint)
+    model, _, _ = load_inference_model(checkpoint)  # a model.pt, or a training checkpoint.pt (warned)
     model = model.to(resolve_device(options.device))
     metrics = _build_metrics(options)
     lpips = metrics[OUTPUTS[0]].lpips
     out = Path(out)
     results: list[ImageResult] = []
-    for index, file in enumerate(tqdm(files, desc="stlic eval", unit="img", disable=not options.progress)):
+    bar = tqdm(files, desc="stlic eval", unit="img", disable=not options.progress)
+    for index, file in enumerate(bar):
         x = read_image(file.path)
         data_bytes, level = _encode(model, x, options)
         decoded = decompress_image(model, data_bytes)
@@ -196,6 +201,11 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options:
             file.path.name, file.height, file.width, level, len(data_bytes), bpp, decoder.psnr, refined.psnr,
             decoder.ms_ssim, refined.ms_ssim, decoder.lpips, refined.lpips,
         ))
+        write_per_image(out, results)
+        if options.progress:
+            bar.write(f"[{index + 1}/{len(files)}] {file.path.name}: level {level:.3f}, {bpp:.4f} bpp, PSNR "
+                      f"{decoder.psnr:.2f} / {refined.psnr:.2f} dB, {lpips.name} {decoder.lpips:.4f} / "
+                      f"{refined.lpips:.4f} (decoder / refined)", file=sys.stderr)
         if index < options.figures:
             save_comparison_figure(
                 out / "figures" / f"{file.path.stem}.png", x, outputs["decoder"], outputs["refined"], bpp,

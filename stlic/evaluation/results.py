@@ -80,17 +80,24 @@ def _json_safe(value: object) -> object:
     return value
 
 
-def write_results(out_dir: Path, summary: EvalSummary, images: list[ImageResult]) -> dict[str, Path]:
-    """Write ``per_image.csv``, ``summary.json`` and ``table3.md`` into ``out_dir``."""
+def write_per_image(out_dir: Path, images: list[ImageResult]) -> Path:
+    """Write ``out_dir/per_image.csv`` atomically (also after each image: the partial results)."""
     from stlic.output_files import atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"per_image": out_dir / "per_image.csv", "summary": out_dir / "summary.json", "table": out_dir / "table3.md"}
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=[f.name for f in fields(ImageResult)])
     writer.writeheader()
     writer.writerows(asdict(result) for result in images)
-    atomic_write_text(paths["per_image"], table.getvalue())
+    return atomic_write_text(out_dir / "per_image.csv", table.getvalue())
+
+
+def write_results(out_dir: Path, summary: EvalSummary, images: list[ImageResult]) -> dict[str, Path]:
+    """Write ``per_image.csv``, ``summary.json`` and ``table3.md`` into ``out_dir``."""
+    from stlic.output_files import atomic_write_text
+
+    paths = {"per_image": write_per_image(out_dir, images), "summary": out_dir / "summary.json",
+             "table": out_dir / "table3.md"}
     atomic_write_text(paths["summary"], json.dumps(_json_safe(asdict(summary)), indent=2) + "\n")
     notes = "".join(f"\n- {note}" for note in summary.notes)
     header = (

@@ -9,11 +9,13 @@ The quantised latent ``y_hat`` (B, M, H/16, W/16) is the condition::
 PatchGAN = ``n_layers`` conv4x4 (stride 2, the last stride 1) with LeakyReLU(0.2), widths
 ``base * 2**i`` capped at ``8 * base``, then a 1x1 conv to one logit per patch.
 
-ST-LIC ("Stable Training for Perception-Oriented Learned Image Compression") deliberately
-uses NO spectral normalisation and NO gradient penalty: stability comes from balancing the
-gradients of the losses on the refiner (the probed loss shares), not from constraining the
-discriminator. ``D(x) = sigmoid(logits)``; the non-saturating losses live in
-:mod:`stlic.losses.adversarial`.
+ST-LIC ("Stable Training for Perception-Oriented Learned Image Compression") uses NO spectral
+normalisation and NO gradient penalty: stability comes from balancing the gradients of the
+losses on the refiner (the probed loss shares), not from constraining the discriminator. For the
+ablation, ``spectral_norm=True`` normalises every convolution (Miyato et al., "Spectral
+Normalization for GANs", ICLR 2018; as MS-ILLM, Muckley et al., ICML 2023): ``W / sigma(W)``
+with ``sigma`` from one power iteration per forward (its vectors are buffers, so they resume).
+``D(x) = sigmoid(logits)``; the losses (and the R1 penalty) live in :mod:`stlic.losses.adversarial`.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class LatentConditionedDiscriminator(nn.Module):
         base_channels: width of the first PatchGAN layer.
         n_layers: number of conv4x4 layers (``n_layers - 1`` of them halve the resolution).
         latent_stride: image size / latent size (16 for the LALIC transforms).
+        spectral_norm: spectral normalisation of every convolution (off: ST-LIC's choice).
 
     Example:
         >>> d = LatentConditionedDiscriminator(latent_channels=8, base_channels=4, n_layers=3)
@@ -49,6 +52,7 @@ class LatentConditionedDiscriminator(nn.Module):
         base_channels: int = 64,
         n_layers: int = 4,
         latent_stride: int = 16,
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         if min(image_channels, latent_channels, base_channels, n_layers, latent_stride) < 1:
@@ -70,6 +74,12 @@ class LatentConditionedDiscriminator(nn.Module):
             in_channels = out_channels
         layers.append(nn.Conv2d(in_channels, 1, 1))
         self.patch_gan = nn.Sequential(*layers)
+        if spectral_norm:
+            from torch.nn.utils.parametrizations import spectral_norm as normalise
+
+            for module in [self.latent_projection, *self.patch_gan]:
+                if isinstance(module, nn.Conv2d):
+                    normalise(module)
 
     def forward(self, image: Tensor, latent: Tensor) -> Tensor:
         """Logits map (B, 1, H / 2**(n_layers-1), W / 2**(n_layers-1)) for ``image`` in [0, 1]."""

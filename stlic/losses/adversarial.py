@@ -10,9 +10,16 @@ on the quantised latent y_hat:
 written on logits l for stability: -log sigmoid(l) = softplus(-l), -log(1 - sigmoid(l)) =
 softplus(l). At the equilibrium D = 1/2 everywhere, so L_D = log 2 ~= 0.693.
 
-No spectral normalisation and no gradient penalty: ST-LIC's point is that the instability of
-perceptual training comes from imbalanced loss gradients on the refiner, which it fixes by
-balancing the loss coefficients, not by constraining the discriminator.
+ST-LIC uses no spectral normalisation and no gradient penalty: its point is that the instability
+of perceptual training comes from imbalanced loss gradients on the refiner, which it fixes by
+balancing the loss coefficients, not by constraining the discriminator. For the ablation,
+``train_adv(..., r1_weight=gamma)`` adds the R1 penalty on real images (Mescheder et al., "Which
+Training Methods for GANs do actually Converge?", ICML 2018, eq. 9):
+
+    R1 = gamma/2 E_x[ ||grad_x l(x, y)||^2 ]      (l: the logits, summed over patches)
+
+:func:`discriminator_health` gives what tells a dormant discriminator from an equilibrium
+(both read L_D = L_G = ln 2): mean logits, accuracy and the paired real-fake gap.
 
 :class:`AdversarialLoss` follows audiocraft's ``AdversarialLoss``: it owns the discriminator
 and its optimizer, so the training step is ``adv.train_adv(x_hat, x, y_hat)`` then
@@ -33,11 +40,49 @@ _OPTIMIZER_KEY = "optimizer"
 
 
 class DiscriminatorStep(NamedTuple):
-    """One discriminator update: its loss and the mean D = sigmoid(logits) on each side."""
+    """One discriminator update: its loss L_D, the mean D = sigmoid(logits) on each side and
+    :func:`discriminator_health`'s statistics (0-dim detached tensors; ``r1`` is the unweighted
+    R1 penalty, 0 when not computed)."""
 
     loss: Tensor
     d_real: Tensor
     d_fake: Tensor
+    real_logit: Tensor | None = None
+    fake_logit: Tensor | None = None
+    accuracy: Tensor | None = None
+    gap: Tensor | None = None
+    r1: Tensor | None = None
+
+
+def discriminator_health(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+    """Statistics of one (real, fake) pair of logit maps of the same images and latents.
+
+    ``real_logit`` / ``fake_logit``: mean logits; ``accuracy``: the share of patches D classifies
+    right, ``1/2 mean[l_real > 0] + 1/2 mean[l_fake < 0]``; ``gap``: the paired real-fake gap
+    ``mean |sigmoid(l_real) - sigmoid(l_fake)|`` over patches (0 when D answers the same to x and x_hat).
+
+    Example:
+        >>> h = discriminator_health(torch.tensor([2.0, -1.0]), torch.tensor([-2.0, -1.0]))
+        >>> float(h["accuracy"]), round(float(h["gap"]), 3)
+        (0.75, 0.381)
+    """
+    if real_logits.shape != fake_logits.shape:
+        raise ValueError(f"real {tuple(real_logits.shape)} and fake {tuple(fake_logits.shape)} logits differ in shape")
+    real, fake = upcast(real_logits.detach()), upcast(fake_logits.detach())
+    return {
+        "real_logit": real.mean(), "fake_logit": fake.mean(),
+        "accuracy": 0.5 * (real > 0).to(real.dtype).mean() + 0.5 * (fake < 0).to(real.dtype).mean(),
+        "gap": (torch.sigmoid(real) - torch.sigmoid(fake)).abs().mean(),
+    }
+
+
+def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
+    """``E_x ||grad_x sum(l(x))||^2`` (per image, then the batch mean); ``real`` must require grad.
+
+    The graph is kept (``create_graph=True``) so the penalty trains D (Mescheder et al. 2018).
+    """
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
 
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -88,22 +133,31 @@ class AdversarialLoss(nn.Module):
         self.optimizer = optimizer
         self.grad_clip = grad_clip
 
-    def train_adv(self, fake: Tensor, real: Tensor, latent: Tensor) -> DiscriminatorStep:
-        """One discriminator step on (real, fake) conditioned on ``latent`` (both detached)."""
+    def train_adv(self, fake: Tensor, real: Tensor, latent: Tensor, r1_weight: float = 0.0) -> DiscriminatorStep:
+        """One discriminator step on (real, fake) conditioned on ``latent`` (both detached).
+
+        Minimises ``L_D + r1_weight / 2 * R1`` (``r1_weight = 0``: no penalty, no double backward).
+        The returned statistics are those of the logits before the update.
+        """
         if fake.shape != real.shape:
             raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} differ in shape")
+        if not r1_weight >= 0:
+            raise ValueError(f"r1_weight must be >= 0, got {r1_weight}")
         condition = latent.detach()
-        real_logits = self.discriminator(real.detach(), condition)
+        real = real.detach().requires_grad_(r1_weight > 0)
+        real_logits = self.discriminator(real, condition)
         fake_logits = self.discriminator(fake.detach(), condition)
         loss = discriminator_loss(real_logits, fake_logits)
+        penalty = r1_penalty(real_logits, real) if r1_weight > 0 else loss.new_zeros(())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + 0.5 * r1_weight * penalty if r1_weight > 0 else loss).backward()
         if self.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.discriminator.parameters(), self.grad_clip)
         self.optimizer.step()
+        health = discriminator_health(real_logits, fake_logits)
         return DiscriminatorStep(
-            loss.detach(), torch.sigmoid(real_logits).mean().detach(), torch.sigmoid(fake_logits).mean().detach()
-        )
+            loss.detach(), torch.sigmoid(real_logits).mean().detach(), torch.sigmoid(fake_logits).mean().detach(),
+            r1=penalty.detach(), **health)
 
     def generator_loss(self, fake: Tensor, latent: Tensor) -> Tensor:
         """L_G = E[-log D(fake, latent)]; gradients reach ``fake`` and ``latent`` only.

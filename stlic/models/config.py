@@ -13,7 +13,9 @@ interpolation::
     level(lambda) = l + (ln lambda - ln lambda_l) / (ln lambda_{l+1} - ln lambda_l),
     clamped to [0, n_levels - 1].
 
-Larger level = larger rate coefficient = lower bitrate.
+Larger level = larger rate coefficient. Training pushes a larger coefficient towards a lower
+bitrate, but the levels' gains are learned (level 0's is fixed at 1), so the order by rate is not
+enforced: ``pretrained/lalic_tiny_rd``'s level 1 spends more bits than its level 0.
 """
 from __future__ import annotations
 

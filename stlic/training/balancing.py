@@ -87,9 +87,12 @@ class TrainingBalancer:
         config: the ``balancer`` section; ``loss_weights``: the config's Table II weights (the start).
         model: the (unwrapped) ST-LIC model; ``optimizer``: its AdamW (for ``precond``).
         scaler: the fp16 ``GradScaler`` (losses are scaled before differentiation); ``is_main``: rank 0.
+        refine: False when the refiner is not trained (``arrangement: coupled``): ``main`` is the only
+            group, and targets may name only it.
     """
 
-    def __init__(self, config: BalancerConfig, loss_weights, model, optimizer, scaler=None, is_main: bool = True) -> None:
+    def __init__(self, config: BalancerConfig, loss_weights, model, optimizer, scaler=None, is_main: bool = True,
+                 refine: bool = True) -> None:
         from gradbalance import Balancer
         from stlic.training.config import LOSS_NAMES
 
@@ -97,13 +100,15 @@ class TrainingBalancer:
         self.base = {name: value for name, value in start.items() if value != 0}
         main = [p for n, p in model.main.named_parameters() if not n.endswith("quantiles")]
         quantiles = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+        refiner = list(model.refiner.parameters())
+        groups = {MAIN: main, REFINER: refiner} if refine else {MAIN: main}  # coupled: no refiner trained
         self.balancer = Balancer(
-            model, {MAIN: main, REFINER: list(model.refiner.parameters())}, load_targets(config.targets),
+            model, groups, load_targets(config.targets),
             weights=self.base, optimizer=optimizer, every=config.every, ema=config.ema,
             bounds={k: tuple(v) for k, v in config.bounds.items()}, fixed=[n for n in config.fixed if n in self.base],
             max_change=config.max_change, precond=config.precond, tolerance=config.tolerance,
             loss_order=LOSS_NAMES, scaler=scaler if scaler is not None and scaler.is_enabled() else None,
-            strict=True, ignore=quantiles)
+            strict=True, ignore=quantiles + ([] if refine else refiner))
         if not is_main:  # every rank computes the same update: let rank 0 alone report misses
             logging.getLogger("gradbalance.balancer").setLevel(logging.ERROR)
 

@@ -16,6 +16,52 @@ import torch
 
 #: file name of the latest training checkpoint inside a run folder
 CHECKPOINT_NAME = "checkpoint.pt"
+#: file name of the inference model (stlic.checkpoints format) written beside it
+MODEL_NAME = "model.pt"
+
+
+def export_model(model: torch.nn.Module, model_config, path: str | Path, extra: dict | None = None) -> Path:
+    """Write ``model`` as an inference checkpoint (``stlic.checkpoints``, what ``stlic eval`` and
+    ``compress`` read) without touching the training model: a copy gets its coding tables
+    (``update(force=True)``), so the run's state, and hence an exact resume, is unchanged."""
+    import copy
+
+    from stlic.checkpoints import save_model_checkpoint
+
+    inference = copy.deepcopy(model).eval()
+    inference.update(force=True)
+    return save_model_checkpoint(path, inference, model_config, extra=extra)
+
+
+def load_inference_model(path: str | Path, map_location: str | torch.device = "cpu"):
+    """``(model, ModelConfig, extra)`` of an inference file (``model.pt``), or of a training
+    checkpoint (``checkpoint.pt``: its model at that step, coding tables rebuilt, with a warning
+    naming the step and the ``model.pt`` written beside it); anything else raises as before."""
+    import warnings
+
+    from stlic.checkpoints import load_model_checkpoint
+
+    try:
+        return load_model_checkpoint(path, map_location)
+    except ValueError as error:
+        if "no format marker" not in str(error):
+            raise
+        try:
+            state = load_checkpoint(path, map_location)
+        except ValueError:
+            raise error from None
+    from stlic.registry import get_model
+    from stlic.training.config import TrainConfig
+
+    config = TrainConfig.from_dict(state["config"])
+    model_config = config.model_config()
+    model = get_model("stlic", model_config)
+    model.load_state_dict(state["model"])
+    model = model.to(map_location).eval()
+    model.update(force=True)
+    warnings.warn(f"{str(path)!r} is a training checkpoint: evaluating its model at step {state['step']} "
+                  f"({Path(path).parent / MODEL_NAME} holds the same model as an inference file)", stacklevel=2)
+    return model, model_config, {"step": int(state["step"]), "train_config": state["config"]}
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

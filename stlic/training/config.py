@@ -27,6 +27,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: training phases: "rd" = rate-distortion pretraining of the main network (rate + L2 + L1, no
 #: refiner, no perceptual losses, no GAN); "stlic" = the ST-LIC objective of Table II
 PHASES = ("rd", "stlic")
+#: where the perceptual losses (LPIPS, Wasserstein, GAN) act: "semi_decoupled" = on the refiner's
+#: output (ST-LIC); "coupled" = on the decoder output x_hat, no refiner (HiFiC / MS-ILLM)
+ARRANGEMENTS = ("semi_decoupled", "coupled")
 #: losses that need the refiner (and the VGG / discriminator networks): off in phase "rd"
 PERCEPTUAL_LOSSES = ("lpips", "wasserstein", "adversarial")
 SMALL_IMAGE_POLICIES = ("pad", "upscale")
@@ -125,13 +128,30 @@ class PerceptualConfig:
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    """Width and depth of the latent-conditioned PatchGAN (HiFiC)."""
+    """The latent-conditioned PatchGAN (HiFiC) and how it is trained.
+
+    ``base_channels`` / ``n_layers``: width and depth. ``updates_per_step``: discriminator updates
+    per generator step (on the same batch). Ablations the paper argues against (ST-LIC balances
+    the loss gradients instead of constraining D), off by default:
+
+    - ``spectral_norm``: spectral normalisation of every D convolution (Miyato et al., ICLR 2018;
+      ``torch.nn.utils.parametrizations.spectral_norm``), as MS-ILLM (Muckley et al., ICML 2023) uses;
+    - ``r1_gamma``: the R1 penalty ``gamma/2 E_x[||grad_x l(x)||^2]`` on real images (Mescheder et
+      al., "Which Training Methods for GANs do actually Converge?", ICML 2018), applied lazily
+      every ``r1_every`` steps with weight ``gamma * r1_every`` (StyleGAN2's lazy regularisation).
+    """
 
     base_channels: int = 64
     n_layers: int = 4
+    updates_per_step: int = 1
+    spectral_norm: bool = False
+    r1_gamma: float = 0.0
+    r1_every: int = 1
 
     def __post_init__(self) -> None:
-        _check_fields("discriminator", self, ("base_channels", "n_layers"), ">= 1", lambda v: v >= 1)
+        _check_fields("discriminator", self, ("base_channels", "n_layers", "updates_per_step", "r1_every"), ">= 1",
+                      lambda v: v >= 1)
+        _check_fields("discriminator", self, ("r1_gamma",), ">= 0", lambda v: v >= 0)
 
 
 @dataclass(frozen=True)
@@ -209,6 +229,9 @@ class TrainConfig:
     ``phase``: "stlic" (default) trains main network + refiner on the six losses; "rd" is the
     rate-distortion pretraining of the main network alone (ST-LIC builds on a trained LALIC), and
     needs the weights of lpips, wasserstein and adversarial to be 0.
+    ``arrangement`` (phase "stlic"): "semi_decoupled" (default, ST-LIC: perceptual losses on the
+    refiner's output) or "coupled" (the ablation: every loss on the decoder output x_hat, the
+    refiner neither used nor trained, as in HiFiC, Mentzer et al. 2020, and MS-ILLM, Muckley et al. 2023).
     """
 
     model: ModelSection
@@ -224,6 +247,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 1000
     phase: str = "stlic"
+    arrangement: str = "semi_decoupled"
     balancer: Union[BalancerConfig, None] = None  # online loss balancing (stlic.training.balancing)
 
     def __post_init__(self) -> None:
@@ -233,6 +257,10 @@ class TrainConfig:
             active = [n for n in PERCEPTUAL_LOSSES if getattr(self.loss_weights, n) != 0]
             if active:
                 raise ConfigError(f"phase 'rd' trains rate + l2 + l1 only: set loss_weights {active} to 0")
+        if self.arrangement not in ARRANGEMENTS:
+            raise ConfigError(f"arrangement: one of {ARRANGEMENTS}, got {self.arrangement!r}")
+        if self.phase == "rd" and self.arrangement != "semi_decoupled":
+            raise ConfigError("arrangement: phase 'rd' has no perceptual losses to arrange; leave it semi_decoupled")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: one of {PRECISIONS}, got {self.precision!r}")
         for name in ("batch_size", "log_every", "checkpoint_every"):

@@ -1,6 +1,8 @@
 """Run logs: TensorBoard scalars plus a JSON-lines file (always written, read by plot-dynamics).
 
-``RUN/train_log.jsonl`` holds one :meth:`StepOutput.record` per logged step. On resume the
+``RUN/train_log.jsonl`` holds one :meth:`StepOutput.record` per logged step, plus the wall-clock
+``time`` (Unix seconds) it was written and whatever the caller adds (the solver: ``elapsed_s``,
+training seconds since the run began, carried across resumes). On resume the
 records after the resumed step (written after the last checkpoint, before a crash) are dropped,
 so the file reads as one uninterrupted run; TensorBoard gets ``purge_step = resumed step + 1``
 (its events from that step on are dropped, the resumed step itself is kept, as in the JSONL).
@@ -8,6 +10,7 @@ so the file reads as one uninterrupted run; TensorBoard gets ``purge_step = resu
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -67,9 +70,10 @@ class RunLogger:
             purge_step = None if resume_step is None else resume_step + 1  # step resume_step is logged already
             self._writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=purge_step)
 
-    def log(self, output: StepOutput) -> None:
-        record = output.record()
-        self._file.write(json.dumps(record) + "\n")
+    def log(self, output: StepOutput, **extra: float) -> None:
+        """Append ``output.record()`` plus ``time`` and ``extra`` (JSONL; TensorBoard gets ``extra``)."""
+        record = {**output.record(), **extra}
+        self._file.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
         self._file.flush()
         if self._writer is not None:
             for key, value in record.items():

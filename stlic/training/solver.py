@@ -7,8 +7,12 @@ A step (ST-LIC, Sec. III; QVRF variable rate; HiFiC-style conditional GAN):
 3. ``backward(losses, weights)`` (default ``sum_k w_k L_k``), non-finite check, clip, AdamW step
    over ``model.main`` + ``model.refiner`` (entropy-bottleneck quantiles excluded);
 4. aux step: quantiles on ``model.aux_loss()`` (CompressAI);
-5. discriminator step on the detached refiner output vs the real batch, conditioned on the
-   detached ``y_hat`` (skipped before ``schedule.adversarial_start``).
+5. ``discriminator.updates_per_step`` discriminator steps on the detached refiner output vs the
+   real batch, conditioned on the detached ``y_hat`` (skipped before ``schedule.adversarial_start``;
+   R1 on real images every ``r1_every`` steps when ``r1_gamma > 0``).
+
+``arrangement: coupled`` (ablation) runs the same step with the refiner skipped: the perceptual
+losses and D see the decoder output ``x_hat``, and the refiner is not trained.
 """
 from __future__ import annotations
 
@@ -21,8 +25,8 @@ from torch import Tensor
 
 from stlic.checkpoints import atomic_torch_save
 from stlic.training.balancing import TrainingBalancer
-from stlic.training.checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_checkpoint, restore_rng_state,
-                                       seed_everything)
+from stlic.training.checkpoint import (CHECKPOINT_NAME, MODEL_NAME, capture_rng_state, export_model, load_checkpoint,
+                                       restore_rng_state, seed_everything)
 from stlic.training.config import LOSS_NAMES, TrainConfig
 from stlic.training.data import ImageFolder, ResumableSampler, default_data_sources, make_loader
 from stlic.training.distributed import (DistributedContext, all_reduce_grads, all_reduce_mean, any_rank,
@@ -31,7 +35,7 @@ from stlic.training.logging import RunLogger
 from stlic.training.finite import (DeferredFiniteCheck, NonFiniteLossError, check_finite_losses,
                                    clip_and_check_gradients)
 from stlic.training.objective import STLICObjective, weighted_total
-from stlic.training.outputs import StepOutput
+from stlic.training.outputs import DISCRIMINATOR_HEALTH, StepOutput
 from stlic.training.schedule import discriminator_learning_rate, learning_rate, sample_rate_lambda, stage_at
 
 BackwardFn = Callable[[Mapping[str, Tensor], Mapping[str, float]], object]
@@ -79,15 +83,16 @@ class STLICSolver:
         optim = config.optim
         discriminator = LatentConditionedDiscriminator(
             latent_channels=self.model_config.latent_channels, base_channels=config.discriminator.base_channels,
-            n_layers=config.discriminator.n_layers).to(self.device)
+            n_layers=config.discriminator.n_layers, spectral_norm=config.discriminator.spectral_norm).to(self.device)
         average_gradients_in_backward(discriminator, self.context)
         self.adversarial = AdversarialLoss(
             discriminator,
             lambda params: torch.optim.AdamW(params, lr=optim.disc_lr, betas=optim.disc_betas,
                                              weight_decay=optim.disc_weight_decay, fused=True))
-        self.refine = config.phase == "stlic"  # phase "rd": main network alone, rate + l2 + l1
+        self.perceptual = config.phase == "stlic"  # phase "rd": main network alone, rate + l2 + l1
+        self.refine = self.perceptual and config.arrangement == "semi_decoupled"  # coupled: no refiner
         self.objective = STLICObjective(config.loss_weights, config.perceptual, self.adversarial,
-                                        perceptual_on=self.refine).to(self.device)
+                                        perceptual_on=self.perceptual).to(self.device)
         self.trained = [(f"main.{n}", p) for n, p in self.model.main.named_parameters() if not n.endswith("quantiles")]
         refiner = [(f"refiner.{n}", p) for n, p in self.model.refiner.named_parameters()]
         self.trained += refiner if self.refine else []
@@ -103,9 +108,11 @@ class STLICSolver:
         self._deferred = DeferredFiniteCheck()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.balancing = None if config.balancer is None else TrainingBalancer(
-            config.balancer, config.loss_weights, self.model, self.optimizer, self.scaler, self.context.is_main)
+            config.balancer, config.loss_weights, self.model, self.optimizer, self.scaler, self.context.is_main,
+            refine=self.refine)
         self.lambda_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
+        self.train_seconds = 0.0  # wall-clock seconds spent in fit(), carried across resumes
         self._stream: tuple[int, int] = (0, 0)  # (stage index, batches drawn in that stage)
         self._batches: Iterator[Tensor] | None = None
 
@@ -135,7 +142,7 @@ class STLICSolver:
             group["lr"] = discriminator_learning_rate(config.optim, step)
         lambda_rate = sample_rate_lambda(*config.loss_weights.rate, self.lambda_generator)
         level = self.model.level_for_lambda(lambda_rate)
-        adversarial_on = self.refine and step >= config.schedule.adversarial_start
+        adversarial_on = self.perceptual and step >= config.schedule.adversarial_start
         # a custom backward (the probe) does not go through DDP's reducer: the gradients are averaged below;
         # the balancer's probed steps do the same
         reducer_off = backward is not None and self.context.enabled
@@ -170,7 +177,7 @@ class STLICSolver:
         scalars = {f"loss/{k}": v.detach().float() for k, v in losses.items()}
         scalars.update(psnr_decoded=psnr(output.x_hat, x), psnr_refined=psnr(output.x_refined, x))
         if disc is not None:
-            scalars.update(disc_loss=disc.loss, d_real=disc.d_real, d_fake=disc.d_fake)
+            scalars.update({f"disc/{name}": value for name, value in disc._asdict().items() if value is not None})
         values = torch.stack([torch.as_tensor(v, device=self.device).float().reshape(()) for v in scalars.values()])
         scalars = dict(zip(scalars, values.tolist()))  # one device-to-host transfer
         scalars = all_reduce_mean(scalars, self.context, self.device)
@@ -179,8 +186,9 @@ class STLICSolver:
             step=self.step, losses=mean_losses, weights=weights,
             total=sum(weights[k] * mean_losses[k] for k in LOSS_NAMES), lambda_rate=lambda_rate, level=level,
             bpp=mean_losses["rate"], psnr_decoded=scalars["psnr_decoded"], psnr_refined=scalars["psnr_refined"],
-            gen_loss=mean_losses["adversarial"], disc_loss=scalars.get("disc_loss"), d_real=scalars.get("d_real"),
-            d_fake=scalars.get("d_fake"), grad_norm=grad_norm, lr=lr,
+            gen_loss=mean_losses["adversarial"], disc_loss=scalars.get("disc/loss"),
+            d_real=scalars.get("disc/d_real"), d_fake=scalars.get("disc/d_fake"), grad_norm=grad_norm, lr=lr,
+            discriminator={k: scalars[f"disc/{k}"] for k in DISCRIMINATOR_HEALTH} if disc is not None else None,
             balance=self.balancing.scalars() if self.balancing is not None else None)
 
     def check_finite(self) -> None:
@@ -222,10 +230,20 @@ class STLICSolver:
         self.aux_optimizer.step()
 
     def _discriminator_step(self, x: Tensor, output):
-        # bf16 autocast for the discriminator too; not fp16, whose D gradients no GradScaler guards
+        """``updates_per_step`` D updates on this batch; returns the first (its logits are those the
+        generator step saw). R1 weight ``gamma * r1_every`` on every ``r1_every``-th step (lazy).
+        Under ``precision: bf16`` D runs in bf16 autocast too; not under fp16, whose D gradients no
+        GradScaler guards."""
+        section = self.config.discriminator
+        lazy = section.r1_gamma > 0 and self.step % section.r1_every == 0
+        r1_weight = section.r1_gamma * section.r1_every if lazy else 0.0
+        fake, latent = output.x_refined.detach().float(), output.y_hat.detach().float()
         bf16 = self.config.precision == "bf16"
         with torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-            return self.adversarial.train_adv(output.x_refined.detach().float(), x, output.y_hat.detach().float())
+            first = self.adversarial.train_adv(fake, x, latent, r1_weight=r1_weight)
+            for _ in range(section.updates_per_step - 1):
+                self.adversarial.train_adv(fake, x, latent, r1_weight=r1_weight)
+        return first
 
     # ----------------------------------------------------------------- loop
     def fit(self, steps: int | None = None) -> StepOutput | None:
@@ -237,7 +255,10 @@ class STLICSolver:
         """
         from tqdm import tqdm
 
+        import time
+
         total = self.config.schedule.total_steps if steps is None else steps
+        started, seconds_before = time.perf_counter(), self.train_seconds
         writes = self.out_dir is not None and self.context.is_main
         logger = RunLogger(self.out_dir, resume_step=self.step) if writes else None
         progress = tqdm(total=total, initial=self.step, disable=not writes, desc="train", dynamic_ncols=True)
@@ -248,13 +269,14 @@ class STLICSolver:
                 read = (next_step % self.config.log_every == 0 or next_step % self.config.checkpoint_every == 0
                         or next_step == total)
                 output = self.run_step(self.next_batch(), read=read)
+                self.train_seconds = seconds_before + time.perf_counter() - started
                 progress.update(1)
                 if output is None:
                     continue
                 last = output
                 progress.set_postfix(loss=f"{last.total:.4f}", bpp=f"{last.bpp:.3f}", psnr=f"{last.psnr_decoded:.2f}")
                 if logger is not None and self.step % self.config.log_every == 0:
-                    logger.log(last)
+                    logger.log(last, elapsed_s=round(self.train_seconds, 3))
                 if self.step % self.config.checkpoint_every == 0:
                     self.save_checkpoint()
         finally:
@@ -291,7 +313,7 @@ class STLICSolver:
             "adversarial": self.adversarial.state_dict(),  # discriminator + its optimizer
             "scaler": self.scaler.state_dict(),
             "lambda_generator": self.lambda_generator.get_state(),
-            "data_stream": list(self._stream), "rng": capture_rng_state(),
+            "data_stream": list(self._stream), "rng": capture_rng_state(), "train_seconds": self.train_seconds,
             **({"balancer": self.balancing.state_dict()} if self.balancing is not None else {}),
         }
 
@@ -304,18 +326,23 @@ class STLICSolver:
         self.lambda_generator.set_state(state["lambda_generator"])
         self._stream, self._batches = tuple(state["data_stream"]), None
         self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))  # absent in older checkpoints
         restore_rng_state(state["rng"])
         if self.balancing is not None and "balancer" in state:
             self.balancing.load_state_dict(state["balancer"])
 
     def save_checkpoint(self) -> Path | None:
-        """Atomically write ``RUN/checkpoint.pt`` (rank 0 only; None when nothing is written)."""
+        """Atomically write ``RUN/checkpoint.pt`` and ``RUN/model.pt`` (rank 0 only; None when nothing
+        is written); ``model.pt`` is the inference model of that step, for ``stlic eval`` / ``compress``."""
         self.check_finite()  # never save weights an unread non-finite step has spoilt
         if self.out_dir is None or not self.context.is_main:
             return None
         if self.balancing is not None:
             self.balancing.save(self.out_dir / "balancer")
-        return atomic_torch_save(self.state_dict(), self.out_dir / CHECKPOINT_NAME)
+        path = atomic_torch_save(self.state_dict(), self.out_dir / CHECKPOINT_NAME)
+        export_model(self.model, self.model_config, self.out_dir / MODEL_NAME,
+                     extra={"step": self.step, "train_config": self.config.to_dict()})
+        return path
 
     def resume(self, path: str | Path | None = None) -> int:
         """Load ``path`` (default ``RUN/checkpoint.pt``); returns the step training continues from."""

@@ -79,6 +79,11 @@ def test_equal_bounds_and_ranges():
     scaled = derive_coefficients(table, "equal", current={"rate": (0.001, 0.01)}, fixed={"l2": 2.0})
     m = scaled.multipliers["rate"]
     assert scaled.coefficients["rate"] == pytest.approx((0.001 * m, 0.01 * m))  # both ends by one factor
+    held = derive_coefficients(table, "equal", current={"rate": (0.001, 0.01)}, fixed={"rate": (0.003, 0.03)})
+    assert held.coefficients["rate"] == (0.003, 0.03)  # exactly as given, not 0.001 * 3 rounded
+    assert held.multipliers["rate"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match=r"fixed rate=\(0.003, 0.05\) is not a multiple of its current value"):
+        derive_coefficients(table, "equal", current={"rate": (0.001, 0.01)}, fixed={"rate": (0.003, 0.05)})
 
 
 def test_bad_targets_are_named():

@@ -80,6 +80,17 @@ def test_derive_command_exports_a_config(run_dir, tmp_path, capsys):
                xtol=1e-14)
     assert derived["loss_weights"]["l1"] == pytest.approx(0.1 * m, rel=1e-6)
     assert derived["loss_weights"]["rate"] == [0.002, 0.02] and derived["seed"] == 1
+    assert "# Operating point kept: rate [0.002, 0.02]." in out.read_text()  # rate reaches no targeted cell
+    encoder = tmp_path / "encoder.yaml"
+    encoder.write_text(yaml.safe_dump({"encoder": {"rate": 20.0, "l2": 50.0, "l1": 30.0}}))
+    moved = tmp_path / "derived" / "moved.yaml"
+    assert main(["derive", str(run_dir), "--target", str(encoder), "--base", str(base), "--out", str(moved),
+                 "--fixed", "l2=1.0"]) == 0
+    header, error = moved.read_text(), capsys.readouterr().err
+    factor = yaml.safe_load(header)["loss_weights"]["rate"][0] / 0.002
+    assert f"# Operating point moved: rate [0.002, 0.02] -> [{0.002 * factor:.4g}, {0.02 * factor:.4g}]" in header
+    assert "the scale set by held l2" in header
+    assert "the held coefficient(s) l2 set the common scale" in error and "--fixed rate=0.002,0.02" in error
     assert main(["derive", str(run_dir), "--target", "equal", "--base", str(base), "--out", str(out)]) == 2
     assert "already exists; use --force" in capsys.readouterr().err
     assert main(["derive", str(run_dir), "--target", "equal", "--base", str(base), "--out", str(out), "-f"]) == 0

@@ -149,6 +149,23 @@ def test_target_bpp_search_hits_a_feasible_target(coding_model, small_photo):
 
 def test_target_bpp_search_reports_an_infeasible_target(coding_model, small_photo):
     result = find_level_for_bpp(coding_model, small_photo, 1000.0)
-    assert not result.feasible and result.level == 0.0 and result.iterations == 1
+    rates = [bits_per_pixel(compress_image(coding_model, small_photo, float(level)), small_photo)
+             for level in range(coding_model.n_levels)]
+    assert not result.feasible and result.iterations == coding_model.n_levels  # every integer level was tried
+    assert result.level == float(max(range(len(rates)), key=rates.__getitem__)) and result.bpp == max(rates)
     with pytest.raises(ValueError, match="target bpp"):
         find_level_for_bpp(coding_model, small_photo, -1.0)
+
+
+def test_target_bpp_search_finds_a_rate_between_levels_not_ordered_by_rate(model_factory, small_photo):
+    """Level 1's gain above level 0's (as in pretrained/lalic_tiny_rd): level 1 spends more bits than
+    level 0, and a rate between the two is only found by looking inside the level range."""
+    model = model_factory()
+    with torch.no_grad():
+        model.main.entropy_model.gain.log_gains[0] = 0.7  # a_1 = 2 > a_0 = 1: a finer quantiser
+    rates = [bits_per_pixel(compress_image(model, small_photo, float(level)), small_photo) for level in (0, 1)]
+    top = bits_per_pixel(compress_image(model, small_photo, float(model.n_levels - 1)), small_photo)
+    assert rates[1] > 1.2 * rates[0] > 1.2 * top  # level 1 > level 0 > last level in bits
+    target = math.sqrt(rates[0] * rates[1])
+    result = find_level_for_bpp(model, small_photo, target, rel_tolerance=0.05)
+    assert result.feasible and 0 < result.level < 1 and result.relative_error <= 0.05

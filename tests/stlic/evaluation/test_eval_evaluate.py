@@ -122,3 +122,52 @@ def test_eval_target_bpp_on_a_small_image_notes_the_ms_ssim_fallback(checkpoint,
     assert result.summary.rate_level is None and result.summary.target_bpp == 0.05
     assert any("MS-SSIM skipped" in note for note in result.summary.notes)
     assert any("FID disabled" in note for note in result.summary.notes)
+
+
+def test_eval_reports_each_image_and_keeps_the_partial_results_of_a_run_that_stops(
+        image_folder, checkpoint, tmp_path, capsys, monkeypatch):
+    import stlic.codec.codec as codec
+
+    original, calls = codec.decompress_image, []
+
+    def failing_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash on image 2")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(codec, "decompress_image", failing_on_the_second)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning):  # broken.png skipped
+        status = stlic_main(["eval", "--checkpoint", str(checkpoint), "--data", str(image_folder), "--out", str(out),
+                             "--no-fid"])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "[1/2] " in error and " bpp, PSNR " in error and "simulated crash" in error
+    with open(out / "per_image.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1 and not (out / "summary.json").exists()  # the image done, and no summary
+
+
+def test_eval_of_a_training_checkpoint_warns_and_scores_like_the_model_file_beside_it(image_folder, tmp_path):
+    from stlic.training.config import TrainConfig, load_config
+    from stlic.training.solver import STLICSolver
+
+    data = load_config("stlic_tiny").to_dict()
+    data.update(batch_size=1, schedule={"stages": [{"patch_size": 64, "steps": 1}]})
+    data["perceptual"]["wasserstein_num_scales"] = 1
+    run = tmp_path / "run"
+    STLICSolver(TrainConfig.from_dict(data), out_dir=run, data=[image_folder]).fit(1)
+    rows = {}
+    for name in ("checkpoint.pt", "model.pt"):
+        argv = ["eval", "--checkpoint", str(run / name), "--data", str(image_folder), "--out", str(tmp_path / name),
+                "--no-fid", "--no-progress", "--limit", "1"]
+        with pytest.warns(UserWarning) as caught:
+            assert stlic_main(argv) == 0
+        training = [str(w.message) for w in caught if "is a training checkpoint" in str(w.message)]
+        assert (name == "checkpoint.pt") == bool(training)
+        if training:
+            assert "at step 1" in training[0] and "model.pt" in training[0]
+        with open(tmp_path / name / "per_image.csv") as handle:
+            rows[name] = list(csv.DictReader(handle))
+    assert rows["checkpoint.pt"] == rows["model.pt"]  # the same model, the same bits and scores

@@ -1,4 +1,4 @@
-"""LatentConditionedDiscriminator: shapes, no spectral norm, float64 reference forward pass."""
+"""LatentConditionedDiscriminator: shapes, spectral norm off by default and on request, float64 reference forward pass."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -68,3 +68,20 @@ def test_mismatched_inputs_are_rejected(image_shape, latent_shape, message):
     d = LatentConditionedDiscriminator(latent_channels=6, base_channels=4, n_layers=2)
     with pytest.raises(ValueError, match=message):
         d(torch.rand(image_shape), torch.randn(latent_shape))
+
+
+def test_spectral_norm_brings_every_convolution_to_unit_spectral_norm():
+    """After power iterations (one per training forward) sigma_max(W.flatten(1)) = 1 for each conv."""
+    torch.manual_seed(0)
+    d = LatentConditionedDiscriminator(latent_channels=8, base_channels=4, n_layers=3, spectral_norm=True)
+    image, latent = torch.rand(1, 3, 32, 32), torch.randn(1, 8, 2, 2)
+    for _ in range(50):
+        d(image, latent)
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 5  # latent projection, 3 PatchGAN convs, the 1x1 head
+    for conv in convs:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+        assert sigma.item() == pytest.approx(1.0, abs=1e-3)
+    plain = LatentConditionedDiscriminator(latent_channels=8, base_channels=4, n_layers=3)
+    assert set(d.state_dict()) > {k.replace(".weight", ".parametrizations.weight.original") for k in plain.state_dict()
+                                  if k.endswith("weight")}

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from stlic.layers.discriminator import LatentConditionedDiscriminator
-from stlic.losses import AdversarialLoss, DiscriminatorStep, discriminator_loss, generator_loss
+from stlic.losses import (AdversarialLoss, DiscriminatorStep, discriminator_health, discriminator_loss, generator_loss,
+                          r1_penalty)
 
 
 def _np_log_sigmoid(l):
@@ -145,3 +146,42 @@ def test_bad_construction_is_named():
     adversarial = AdversarialLoss(discriminator, lambda p: torch.optim.SGD(p, lr=0.1))
     with pytest.raises(ValueError, match="differ in shape"):
         adversarial.train_adv(torch.rand(2, 3, 4, 4), torch.rand(1, 3, 4, 4), torch.rand(2, 2, 1, 1))
+
+
+def test_health_statistics_match_a_patch_by_patch_count():
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(2, 1, 3, 5)), rng.normal(size=(2, 1, 3, 5))
+    pairs = list(zip(real.ravel(), fake.ravel()))
+    sigmoid = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    right = sum(int(r > 0) + int(f < 0) for r, f in pairs) / (2 * len(pairs))
+    gap = sum(abs(sigmoid(r) - sigmoid(f)) for r, f in pairs) / len(pairs)
+    health = discriminator_health(torch.from_numpy(real), torch.from_numpy(fake))
+    assert health["accuracy"].item() == pytest.approx(right, rel=1e-12)
+    assert health["gap"].item() == pytest.approx(gap, rel=1e-12)
+    assert health["real_logit"].item() == pytest.approx(real.mean()) and health["fake_logit"].item() == pytest.approx(
+        fake.mean())
+
+
+def test_r1_penalty_of_a_linear_discriminator_is_pixels_times_its_squared_weight():
+    """l(x) = w . x + b per pixel: grad_x sum l = w at every pixel, so R1 = H W ||w||^2 per image."""
+    torch.manual_seed(0)
+    disc = _PixelDiscriminator()
+    real = torch.rand(4, 3, 8, 8, requires_grad=True)
+    penalty = r1_penalty(disc(real, torch.zeros(4, 2, 1, 1)), real)
+    assert penalty.item() == pytest.approx(64 * disc.conv.weight.pow(2).sum().item(), rel=1e-6)
+
+
+def test_train_adv_with_r1_descends_l_d_plus_half_gamma_r1():
+    """SGD (lr 1) step: w' = w - grad L_D - gamma/2 * grad_w (H W ||w||^2) = w - grad L_D - gamma H W w."""
+    torch.manual_seed(0)
+    fake, real, latent = _toy_batch(torch.Generator().manual_seed(1))
+    plain, penalised = _PixelDiscriminator(), _PixelDiscriminator()
+    penalised.load_state_dict(plain.state_dict())
+    w0 = plain.conv.weight.detach().clone()
+    AdversarialLoss(plain, lambda p: torch.optim.SGD(p, lr=1.0)).train_adv(fake, real, latent)
+    step = AdversarialLoss(penalised, lambda p: torch.optim.SGD(p, lr=1.0)).train_adv(fake, real, latent, r1_weight=0.5)
+    torch.testing.assert_close(penalised.conv.weight, plain.conv.weight - 0.5 * 64 * w0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(penalised.conv.bias, plain.conv.bias)  # the penalty does not depend on b
+    assert step.r1.item() == pytest.approx(64 * w0.pow(2).sum().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="r1_weight must be >= 0"):
+        AdversarialLoss(plain, lambda p: torch.optim.SGD(p, lr=1.0)).train_adv(fake, real, latent, r1_weight=-1.0)

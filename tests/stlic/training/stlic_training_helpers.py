@@ -31,6 +31,17 @@ def fast_config(**sections) -> TrainConfig:
     return TrainConfig.from_dict(data)
 
 
+#: train_log.jsonl fields that read the wall clock: the only ones an exact resume may change
+CLOCK_FIELDS = ("time", "elapsed_s")
+
+
+def training_records(run: Path) -> list[dict]:
+    """The run's log records without :data:`CLOCK_FIELDS` (what an exact resume must reproduce)."""
+    from stlic.training.logging import read_log
+
+    return [{k: v for k, v in record.items() if k not in CLOCK_FIELDS} for record in read_log(run)]
+
+
 def write_photos(folder: Path, count: int = 3, size: tuple[int, int] = (80, 96), seed: int = 0) -> Path:
     """``count`` smooth random RGB PNGs (smooth so the codec has something to learn)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,10 @@ import pytest
 import torch
 import yaml
 
-from stlic_training_helpers import fast_config
+from stlic_training_helpers import fast_config, training_records
 from gradbalance.run import ProbeRun
 from stlic.training.checkpoint import load_checkpoint
 from stlic.training.config import ConfigError, TrainConfig
-from stlic.training.logging import read_log
 from stlic.training.solver import STLICSolver
 
 #: the paper's Table I (main network / refiner), /work/shared/paper/README.md
@@ -89,9 +88,22 @@ def test_resume_with_the_balancer_continues_exactly(tmp_path, photos, targets):
     resumed = STLICSolver(config, out_dir=tmp_path / "resumed", data=[photos])
     assert resumed.resume() == 3
     resumed.fit(6)
-    expected, got = read_log(tmp_path / "straight"), read_log(tmp_path / "resumed")
+    expected, got = training_records(tmp_path / "straight"), training_records(tmp_path / "resumed")
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
     assert got == expected and "balancer/weight/lpips" in got[-1]
     assert resumed.balancing.balancer.weights == straight.balancing.balancer.weights
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_a_coupled_run_balances_the_main_network_alone(tmp_path, photos, targets):
+    main_only = tmp_path / "main.yaml"
+    main_only.write_text(yaml.safe_dump({"main": PAPER_TABLE_I["main"]}))
+    data = with_balancer({"targets": str(main_only), "every": 1, "ema": 0.5}).to_dict()
+    solver = STLICSolver(TrainConfig.from_dict({**data, "arrangement": "coupled"}), data=[photos])
+    for _ in range(2):
+        out = solver.run_step(solver.next_batch())
+    assert any(key.startswith("balancer/") for key in out.balance) and out.losses["lpips"] > 0
+    with pytest.raises(ValueError, match="refiner"):  # Table I's refiner column names a group a coupled run lacks
+        STLICSolver(TrainConfig.from_dict({**data, "arrangement": "coupled", "balancer": {
+            **data["balancer"], "targets": str(tmp_path / "table1.yaml")}}), data=[photos])

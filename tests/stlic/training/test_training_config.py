@@ -115,3 +115,12 @@ def test_error_for_file_names_the_file(tmp_path):
                    "wasserstein: 1, adversarial: 1, extra: 1}\nschedule: {stages: [{patch_size: 64, steps: 1}]}\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*unknown key 'extra' in section 'loss_weights'"):
         load_config(bad)
+
+
+def test_every_shipped_config_checkpoints_at_a_sane_interval():
+    """A run on any shipped config leaves a checkpoint at least every 5000 steps (and within its length)."""
+    paths = sorted(CONFIG_DIR.glob("*.yaml")) + sorted((CONFIG_DIR / "derived").glob("*.yaml"))
+    assert len(paths) >= 10
+    for path in paths:
+        config = load_config(path)
+        assert config.checkpoint_every <= min(5000, config.schedule.total_steps), path.name

@@ -1,0 +1,75 @@
+"""Ablations as config fields: coupled arrangement (no refiner), D update ratio, lazy R1, spectral norm;
+each validated, and resumed exactly."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from stlic_training_helpers import fast_config, training_records
+from stlic.probe_target import STLICProbeTarget
+from stlic.training.config import ConfigError
+from stlic.training.solver import STLICSolver
+
+
+@pytest.mark.parametrize("sections,message", [
+    ({"arrangement": "decoupled"}, "arrangement: one of"),
+    ({"phase": "rd", "arrangement": "coupled", "loss_weights": {"lpips": 0, "wasserstein": 0, "adversarial": 0}},
+     "phase 'rd' has no perceptual losses"),
+    ({"discriminator": {"updates_per_step": 0}}, "discriminator.updates_per_step: must be >= 1"),
+    ({"discriminator": {"r1_gamma": -1.0}}, "discriminator.r1_gamma: must be >= 0"),
+    ({"discriminator": {"r1_every": 0}}, "discriminator.r1_every: must be >= 1"),
+    ({"discriminator": {"spectral_norm": "yes"}}, "discriminator.spectral_norm: expected bool"),
+])
+def test_bad_ablation_fields_are_named(sections, message):
+    with pytest.raises(ConfigError, match=message):
+        fast_config(**sections)
+
+
+def test_coupled_puts_every_loss_on_the_decoder_output_and_leaves_the_refiner_untrained(photos):
+    solver = STLICSolver(fast_config(arrangement="coupled"), data=[photos])
+    refiner = {n: p.detach().clone() for n, p in solver.model.refiner.named_parameters()}
+    trained = {id(p) for g in solver.optimizer.param_groups for p in g["params"]}
+    assert not trained & {id(p) for p in solver.model.refiner.parameters()}
+    out = solver.run_step(solver.next_batch())
+    assert out.psnr_refined == out.psnr_decoded  # what the losses and D saw is x_hat itself
+    assert out.losses["lpips"] > 0 and out.losses["wasserstein"] > 0 and out.disc_loss is not None
+    assert out.weights["adversarial"] > 0
+    for name, parameter in solver.model.refiner.named_parameters():
+        assert torch.equal(parameter, refiner[name]), name
+
+
+def test_the_probe_target_of_a_coupled_run_measures_the_main_network_only(photos):
+    from gradbalance.reprobe import run_target
+
+    target = STLICProbeTarget(solver=STLICSolver(fast_config(arrangement="coupled"), data=[photos]), description="")
+    assert list(target.groups) == ["main"]
+    table = run_target(target, steps=2, every=1).table()
+    assert list(table.mean.columns) == ["main"]
+    assert table.mean.loc[["lpips", "wasserstein", "adversarial"], "main"].gt(0).all()  # they reach the codec
+
+
+def test_discriminator_updates_per_step_and_lazy_r1(photos):
+    solver = STLICSolver(fast_config(discriminator={"updates_per_step": 3, "r1_gamma": 2.0, "r1_every": 2}),
+                         data=[photos])
+    r1 = [solver.run_step(solver.next_batch()).discriminator["r1"] for _ in range(3)]
+    states = solver.adversarial.optimizer.state_dict()["state"].values()
+    assert {int(state["step"]) for state in states} == {9}  # three D updates for each of three steps
+    assert r1[0] > 0 and r1[1] == 0 and r1[2] > 0  # lazy: steps 0 and 2 of every 2
+
+
+def test_spectral_norm_r1_and_two_updates_resume_exactly(tmp_path, photos):
+    config = fast_config(checkpoint_every=2, discriminator={"spectral_norm": True, "updates_per_step": 2,
+                                                            "r1_gamma": 1.0, "r1_every": 3})
+    straight = STLICSolver(config, out_dir=tmp_path / "straight", data=[photos])
+    straight.fit(2)
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    straight.fit(4)
+    resumed = STLICSolver(config, out_dir=tmp_path / "resumed", data=[photos])
+    assert resumed.resume() == 2
+    resumed.fit(4)
+    assert training_records(tmp_path / "resumed") == training_records(tmp_path / "straight")
+    for (name, a), (_, b) in zip(straight.adversarial.state_dict().items(), resumed.adversarial.state_dict().items()):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), name
