@@ -122,3 +122,25 @@ def test_bf16_autocast_keeps_the_entropy_model_in_float32(solver):
         out = solver.model.main(x, level=1.0)
     assert out.x_hat.dtype == torch.bfloat16  # the transforms run in bf16
     assert all(v.dtype == torch.float32 for v in out.likelihoods.values()) and out.y_hat.dtype == torch.float32
+
+
+def test_bf16_on_cpu_runs_vgg_and_discriminator_in_bf16_and_the_codec_in_fp32(tmp_path):
+    """``precision: bf16`` on the CPU: the convolutions that carry the cost (VGG trunk, D) in bf16;
+    the main network and refiner, which gain nothing from it there, in fp32."""
+    from stlic_training_helpers import write_photos
+
+    solver = STLICSolver(fast_config(precision="bf16"), data=[write_photos(tmp_path / "p")])
+    seen = {}
+
+    def record(name):
+        def hook(module, args, out):
+            seen.setdefault(name, out.dtype)  # returns None: the output is kept
+        return hook
+
+    solver.objective.perceptual.wasserstein.backbone.layers[0].register_forward_hook(record("vgg"))
+    solver.model.refiner.register_forward_hook(record("refiner"))
+    first_conv = next(m for m in solver.adversarial.discriminator.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(record("discriminator"))
+    out = solver.run_step(solver.next_batch())
+    assert seen == {"refiner": torch.float32, "vgg": torch.bfloat16, "discriminator": torch.bfloat16}
+    assert all(math.isfinite(v) for v in out.losses.values())
