@@ -25,6 +25,12 @@ import torch
 from torch import Tensor, nn
 
 
+def adam_step(optimizer: torch.optim.Optimizer) -> int:
+    """The number of the step ``optimizer.step()`` is about to take (1 = the first), from its state."""
+    steps = [float(state["step"]) for state in optimizer.state.values() if "step" in state]
+    return int(max(steps, default=0.0)) + 1
+
+
 def supports_preconditioning(optimizer: object) -> bool:
     """Whether optimizer-aware norms can be computed for ``optimizer`` (Adam, AdamW)."""
     return isinstance(optimizer, torch.optim.Adam)  # AdamW subclasses Adam

@@ -19,6 +19,8 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import numbers
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,11 +34,16 @@ from torch import Tensor, nn
 from gradbalance.cosines import group_cosines
 from gradbalance.distributed import average_across_ranks
 from gradbalance.groups import OTHER, GroupSpec, ParameterGroups, partition_parameters
+from gradbalance.loss_weights import Weight, backward_into_weights, call_weights
 from gradbalance.optimizer_window import OptimizerWindow, immediate_precond_norms
 from gradbalance.per_loss import Grads, accumulate, grads_by_autograd, grads_by_backward, group_norm, trace_leaves
-from gradbalance.preconditioned import check_optimizer
-from gradbalance.stats import StepStats, cosine_frame, records_frame
+from gradbalance.preconditioned import adam_step, check_optimizer
+from gradbalance.reachability import describe_pairs, no_path_pairs
+from gradbalance.stats import ADAM_WARMUP, StepStats, cosine_frame, records_frame
 from gradbalance.table import ContributionTable
+
+
+log = logging.getLogger("gradbalance.probe")
 
 
 class GradientProbe:
@@ -84,6 +91,8 @@ class GradientProbe:
         self.optimizer_steps = 0
         self._window: Optional[OptimizerWindow] = None
         self._warned: set[str] = set()
+        self._loss_scale = 1.0
+        self.no_path: list[tuple[str, str]] = []  # (loss, group) pairs seen without a path
         self._hook = (self.optimizer.register_step_pre_hook(self._before_optimizer_step)
                       if self.optimizer is not None else None)
 
@@ -101,24 +110,32 @@ class GradientProbe:
             return ddp_model.no_sync()
         return contextlib.nullcontext()
 
-    def backward(self, losses: Mapping[str, Tensor],
-                 weights: Optional[Mapping[str, float]] = None) -> Optional[StepStats]:
-        """Accumulate the gradient of ``sum_i w_i L_i`` into ``.grad``; probe every ``every`` calls.
+    def backward(self, losses: Mapping[str, Tensor], weights: Optional[Mapping[str, Weight]] = None, *,
+                 scale: float = 1.0) -> Optional[StepStats]:
+        """Accumulate the gradient of ``scale * sum_i w_i L_i`` into ``.grad``; probe every ``every`` calls.
 
-        ``losses`` are unweighted scalar tensors; a loss missing from ``weights`` has weight 1.
+        ``losses`` are unweighted scalar tensors; a loss missing from ``weights`` has weight 1. A
+        weight that requires grad (uncertainty weighting) receives ``scale * L_i`` through it
+        (:mod:`gradbalance.loss_weights`). ``scale`` is the training loop's own loss scaling, e.g.
+        ``1 / gradient_accumulation_steps`` as ``accelerator.backward`` divides the loss: ``.grad``
+        gets it, the recorded norms do not (they stay those of the unscaled ``w_i L_i``).
         Returns the step's :class:`StepStats` on probed steps, None otherwise (its
         ``precond_norm`` is filled in when the optimizer steps).
         """
         names, tensors, w = self._validate(losses, weights)
+        self._loss_scale = _check_scale(scale)
         probed = self.probes_next_call
         step = self.calls
         self.calls += 1
         if not probed:
-            terms = [wi * t for wi, t in zip(w, tensors) if t.requires_grad]
+            terms = [wi * t for wi, t in zip(w.terms, tensors)
+                     if t.requires_grad or (isinstance(wi, Tensor) and wi.requires_grad)]
             if terms:
                 self._scaled(sum(terms)).backward()
             return None
-        stats = self._probe(step, names, tensors, w, accumulate_grads=True)
+        stats = self._probe(step, names, tensors, w.values, accumulate_grads=True)
+        backward_into_weights(w, tensors, self._scaled)
+        self._state_reachability(stats)
         self.history.append(stats)
         return stats
 
@@ -130,9 +147,11 @@ class GradientProbe:
         would see ``.grad + sum_i w_i g_i`` (no clipping).
         """
         names, tensors, w = self._validate(losses, weights)
+        self._loss_scale = 1.0
         if step is None:
             step = self.history[-1].step + 1 if self.history else 0
-        stats = self._probe(int(step), names, tensors, w, accumulate_grads=False)
+        stats = self._probe(int(step), names, tensors, w.values, accumulate_grads=False)
+        self._state_reachability(stats)
         self.history.append(stats)
         return stats
 
@@ -157,11 +176,17 @@ class GradientProbe:
         return ContributionTable.from_records(self.records, window=window, loss_order=self.loss_order,
                                               group_order=self.partition.names, column=column)
 
-    def precond_table(self, window: Optional[int] = None) -> ContributionTable:
-        """Optimizer-aware Table I (shares of the Adam update instead of the raw gradient)."""
+    def precond_table(self, window: Optional[int] = None, warmup: int = ADAM_WARMUP) -> ContributionTable:
+        """Optimizer-aware Table I (shares of the Adam update instead of the raw gradient).
+
+        Probed steps at Adam steps ``1..warmup`` are skipped: on the first step Adam's update is
+        ``lr * sign(g)``, so a group's update norm is ``lr * sqrt(#parameters)`` whatever the losses, and
+        in the next steps ``v̂`` averages only a few squared gradients. ``warmup=0`` keeps them."""
         if self.optimizer is None:
             raise ValueError("optimizer-aware shares need GradientProbe(..., optimizer=<Adam/AdamW>)")
-        return self.table(window, column="precond_norm")
+        return ContributionTable.from_records(self.records, window=window, loss_order=self.loss_order,
+                                              group_order=self.partition.names, column="precond_norm",
+                                              warmup=warmup)
 
     # -- internals --------------------------------------------------------------------------
     def _validate(self, losses: Mapping[str, Tensor], weights: Optional[Mapping[str, float]]):
@@ -172,26 +197,34 @@ class GradientProbe:
         if unknown:
             raise ValueError(f"weights given for unknown losses: {sorted(unknown)}")
         names = [n for n in self.loss_order if n in losses] + [n for n in losses if n not in self.loss_order]
-        tensors, w = [], []
+        tensors = []
         for name in names:
             loss = losses[name]
             if not isinstance(loss, Tensor) or loss.numel() != 1:
                 raise ValueError(f"loss {name!r} must be a scalar tensor, got "
                                  f"{tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__}")
-            weight = weights.get(name, 1.0)
-            weight = float(weight.detach()) if isinstance(weight, Tensor) else float(weight)
-            if not np.isfinite(weight):
-                raise ValueError(f"weight of loss {name!r} is not finite: {weight}")
             tensors.append(loss.reshape(()))
-            w.append(weight)
-        return tuple(names), tensors, w
+        return tuple(names), tensors, call_weights(names, weights)
 
     def _scale(self) -> float:
-        return float(self.scaler.get_scale()) if self.scaler is not None and self.scaler.is_enabled() else 1.0
+        """The factor between ``.grad`` and the gradient of ``sum_i w_i L_i``: the call's ``scale`` times
+        the GradScaler's scale."""
+        grad_scaler = float(self.scaler.get_scale()) if self.scaler is not None and self.scaler.is_enabled() else 1.0
+        return grad_scaler * self._loss_scale
 
     def _scaled(self, loss: Tensor) -> Tensor:
-        """``scaler.scale(loss)`` (which also readies the scaler for ``scaler.step``), else ``loss``."""
+        """``scaler.scale(scale * loss)`` (which also readies the scaler for ``scaler.step``), else ``scale * loss``."""
+        if self._loss_scale != 1.0:
+            loss = loss * self._loss_scale
         return self.scaler.scale(loss) if self.scaler is not None and self.scaler.is_enabled() else loss
+
+    def _state_reachability(self, stats: StepStats) -> None:
+        """Name every (loss, group) pair with no path, once, at the first probed step (and any pair
+        that appears later); the pairs are kept in :attr:`no_path`."""
+        new = [pair for pair in no_path_pairs(stats) if pair not in self.no_path]
+        self.no_path.extend(new)
+        if new:
+            log.info("step %d: no path from %s (shown as '-')", stats.step, describe_pairs(new))
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -273,6 +306,7 @@ class GradientProbe:
         if window is not None:
             window.close_call(stats, inputs, positions)
         elif self.optimizer is not None:
+            stats.adam_step = adam_step(self.optimizer)
             stats.precond_norm = self._precond_now(inputs, groups, positions, kept, w, scale)
         return stats
 
@@ -300,7 +334,14 @@ class GradientProbe:
         window, self._window = self._window, None
         self.optimizer_steps += 1
         if window is not None and window.stats is not None:
+            window.stats.adam_step = adam_step(self.optimizer)
             window.stats.precond_norm = window.precond_norms(self.optimizer)
+
+
+def _check_scale(scale: float) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    return float(scale)
 
 
 def _group_index(n: int, positions: Sequence[Sequence[int]]) -> list[int]:

@@ -24,6 +24,10 @@ COSINE_COLUMNS = ("step", "group", "loss_a", "loss_b", "cosine")
 
 ABSENT, NONFINITE, ZERO, MEASURED = "absent", "nonfinite", "zero", "measured"
 
+#: Adam steps at the start of training that optimizer-aware tables skip by default (``warmup``): at
+#: step 1 the update is ``lr * sign(g)``, so a group's share reflects its parameter count
+ADAM_WARMUP = 10
+
 
 def cell_state(norm: float, reached: bool) -> str:
     """One of :data:`ABSENT`, :data:`NONFINITE`, :data:`ZERO`, :data:`MEASURED`."""
@@ -54,6 +58,7 @@ class StepStats:
     raw_norm: np.ndarray  # (n_losses, n_groups)
     reached: Optional[np.ndarray] = None  # (n_losses, n_groups) bool; None: wherever raw_norm is not NaN
     precond_norm: Optional[np.ndarray] = None  # (n_losses, n_groups)
+    adam_step: Optional[int] = None  # the optimizer step precond_norm was measured at (1 = Adam's first)
     cosine: Optional[np.ndarray] = None  # (n_groups, n_losses, n_losses)
 
     def __post_init__(self) -> None:
@@ -107,6 +112,7 @@ class StepStats:
                            raw_norm=float(self.raw_norm[i, j]), reached=bool(self.reached[i, j]))
                 if self.precond_norm is not None:
                     row["precond_norm"] = float(self.precond_norm[i, j])
+                    row["adam_step"] = self.adam_step if self.adam_step is not None else np.nan
                 rows.append(row)
         return rows
 
@@ -125,7 +131,7 @@ def records_frame(stats: Sequence[StepStats]) -> pd.DataFrame:
     rows = [row for s in stats for row in s.rows()]
     columns = list(RECORD_COLUMNS)
     if any("precond_norm" in row for row in rows):
-        columns.append("precond_norm")
+        columns += ["precond_norm", "adam_step"]
     return pd.DataFrame(rows, columns=columns)
 
 
