@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from gradbalance.compiled_reach import CompiledReach, compiled_wrappers
 from gradbalance.cosines import group_cosines
 from gradbalance.distributed import average_across_ranks
 from gradbalance.groups import OTHER, GroupSpec, ParameterGroups, partition_parameters
@@ -93,6 +94,7 @@ class GradientProbe:
         self._warned: set[str] = set()
         self._loss_scale = 1.0
         self.no_path: list[tuple[str, str]] = []  # (loss, group) pairs seen without a path
+        self._compiled = CompiledReach(model) if compiled_wrappers(model) else None
         self._hook = (self.optimizer.register_step_pre_hook(self._before_optimizer_step)
                       if self.optimizer is not None else None)
 
@@ -128,12 +130,16 @@ class GradientProbe:
         step = self.calls
         self.calls += 1
         if not probed:
+            if self._compiled is not None:
+                self._compiled.clear()
             terms = [wi * t for wi, t in zip(w.terms, tensors)
                      if t.requires_grad or (isinstance(wi, Tensor) and wi.requires_grad)]
             if terms:
                 self._scaled(sum(terms)).backward()
             return None
         stats = self._probe(step, names, tensors, w.values, accumulate_grads=True)
+        if self._compiled is not None:
+            self._compiled.clear()
         backward_into_weights(w, tensors, self._scaled)
         self._state_reachability(stats)
         self.history.append(stats)
@@ -156,7 +162,11 @@ class GradientProbe:
         return stats
 
     def remove_hooks(self) -> None:
-        """Detach the optimizer step pre-hook (the probe stops computing optimizer-aware norms)."""
+        """Detach the optimizer step pre-hook (the probe stops computing optimizer-aware norms) and the
+        forward hooks on compiled modules."""
+        if self._compiled is not None:
+            self._compiled.remove()
+            self._compiled = None
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
@@ -281,6 +291,7 @@ class GradientProbe:
         measured = [g >= 0 for g in _group_index(len(inputs), positions)]
         last = max((i for i, t in enumerate(tensors) if t.requires_grad), default=-1)
         norms, reached, kept = [], [], []
+        reach = self._compiled.leaves_per_loss(tensors) if self._compiled is not None else None
         for i, loss in enumerate(tensors):
             grads: Grads = [None] * len(inputs)
             if loss.requires_grad and inputs:
@@ -288,10 +299,12 @@ class GradientProbe:
                 grads = (grads_by_backward(self._scaled(loss), w[i], inputs, retain) if reentrant
                          else grads_by_autograd(self._scaled(loss), inputs, retain))
             grads = average_across_ranks(grads, inputs)
-            norms.append(torch.stack([group_norm([grads[k] for k in ks], device) for ks in positions]))
-            reached.append([any(grads[k] is not None for k in ks) for ks in positions])
             if accumulate_grads:
                 accumulate(inputs, grads, w[i])
+            if reach is not None:  # compiled: a loss's zeros where it has no path are not a gradient
+                grads = [g if id(p) in reach[i] else None for p, g in zip(inputs, grads)]
+            norms.append(torch.stack([group_norm([grads[k] for k in ks], device) for ks in positions]))
+            reached.append([any(grads[k] is not None for k in ks) for ks in positions])
             if window is not None:
                 window.add(names[i], inputs, grads, w[i], measured)
             if keep:
