@@ -40,7 +40,7 @@ from gradbalance.optimizer_window import OptimizerWindow, immediate_precond_norm
 from gradbalance.per_loss import Grads, accumulate, grads_by_autograd, grads_by_backward, group_norm, trace_leaves
 from gradbalance.preconditioned import adam_step, check_optimizer
 from gradbalance.reachability import describe_pairs, no_path_pairs
-from gradbalance.stats import ADAM_WARMUP, StepStats, cosine_frame, records_frame
+from gradbalance.stats import ADAM_WARMUP, StepStats, cosine_frame, records_frame, stats_from_records
 from gradbalance.table import ContributionTable
 
 
@@ -170,6 +170,19 @@ class GradientProbe:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+
+    def state_dict(self) -> dict:
+        """Counters and records of every probed step (plain types: ``torch.load(weights_only=True)``);
+        cosines are not kept."""
+        records = self.records
+        return {"calls": self.calls, "optimizer_steps": self.optimizer_steps, "no_path": [list(p) for p in self.no_path],
+                "records": {c: records[c].tolist() for c in records.columns}}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore :meth:`state_dict`: probing resumes on the same schedule and the tables cover the saved steps."""
+        self.calls, self.optimizer_steps = int(state["calls"]), int(state["optimizer_steps"])
+        self.no_path = [tuple(p) for p in state["no_path"]]
+        self.history = stats_from_records(pd.DataFrame(state["records"])) if state["records"] else []
 
     @property
     def records(self) -> pd.DataFrame:

@@ -149,3 +149,23 @@ def reached_column(records: pd.DataFrame, column: str = "norm") -> pd.Series:
 def cosine_frame(stats: Sequence[StepStats]) -> pd.DataFrame:
     """Long-format pairwise cosines of many steps: columns step, group, loss_a, loss_b, cosine."""
     return pd.DataFrame([row for s in stats for row in s.cosine_rows()], columns=list(COSINE_COLUMNS))
+
+
+def stats_from_records(records: pd.DataFrame) -> list[StepStats]:
+    """The :class:`StepStats` of each step of a records frame (inverse of :func:`records_frame`; cosines
+    are not part of the records)."""
+    out = []
+    for step, rows in records.groupby("step", sort=True):
+        losses = tuple(dict.fromkeys(rows["loss"]))
+        groups = tuple(dict.fromkeys(rows["group"]))
+        cube = rows.set_index(["loss", "group"]).reindex(pd.MultiIndex.from_product([losses, groups]))
+        first = rows.groupby("loss", sort=False).first().reindex(list(losses))
+        shape = (len(losses), len(groups))
+        precond = cube["precond_norm"].to_numpy(float).reshape(shape) if "precond_norm" in cube.columns else None
+        adam = first["adam_step"].dropna() if "adam_step" in first.columns else pd.Series(dtype=float)
+        out.append(StepStats(step=int(step), losses=losses, groups=groups, values=first["value"].to_numpy(float),
+                             weights=first["weight"].to_numpy(float), raw_norm=cube["raw_norm"].to_numpy(float).reshape(shape),
+                             reached=cube["reached"].fillna(False).to_numpy(bool).reshape(shape),
+                             precond_norm=None if precond is None or np.isnan(precond).all() else precond,
+                             adam_step=int(adam.iloc[0]) if len(adam) else None))
+    return out

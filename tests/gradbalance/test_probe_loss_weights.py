@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 
@@ -89,3 +90,19 @@ def test_weight_must_be_a_finite_scalar():
         probe.backward(case.losses(), {"fit": torch.ones(2)})
     with pytest.raises(ValueError, match="weight of loss 'fit' is not finite"):
         probe.backward(case.losses(), {"fit": torch.tensor(float("inf"), requires_grad=True)})
+
+
+def test_state_dict_round_trip_resumes_schedule_and_tables(tmp_path):
+    case = make_mlp_case()
+    optimizer = torch.optim.Adam(case.model.parameters(), lr=1e-3)
+    probe = GradientProbe(case.model, case.groups, optimizer=optimizer, every=2)
+    for _ in range(5):
+        optimizer.zero_grad()
+        probe.backward(case.losses(), case.weights)
+        optimizer.step()
+    torch.save(probe.state_dict(), tmp_path / "probe.pt")
+    other = GradientProbe(case.model, case.groups, optimizer=optimizer, every=2)
+    other.load_state_dict(torch.load(tmp_path / "probe.pt", weights_only=True))
+    pd.testing.assert_frame_equal(other.records, probe.records)
+    assert other.probes_next_call == probe.probes_next_call and other.no_path == probe.no_path
+    assert other.precond_table(warmup=0).to_markdown() == probe.precond_table(warmup=0).to_markdown()
