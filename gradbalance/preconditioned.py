@@ -37,7 +37,12 @@ def supports_preconditioning(optimizer: object) -> bool:
 
 
 def check_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """``optimizer`` itself, or a clear error when it is not Adam/AdamW."""
+    """``optimizer`` itself (the wrapped optimizer of accelerate's ``AcceleratedOptimizer`` and
+    Lightning's ``LightningOptimizer``: its step hooks fire on real steps only), or a clear error when it
+    is not Adam/AdamW."""
+    inner = getattr(optimizer, "optimizer", None)
+    if not supports_preconditioning(optimizer) and supports_preconditioning(inner):
+        optimizer = inner
     if not supports_preconditioning(optimizer):
         raise TypeError(f"optimizer-aware shares support Adam and AdamW, got {type(optimizer).__name__}; "
                         "pass optimizer=None to skip them")
