@@ -178,4 +178,5 @@ def _unchanged(module: nn.Module, inputs: list):
         finally:
             with torch.no_grad():
                 for b, saved in buffers:
-                    b.copy_(saved)
+                    if not torch.equal(b, saved):  # an unchanged buffer keeps its version: the compiled
+                        b.copy_(saved)             # graph may have saved it for backward

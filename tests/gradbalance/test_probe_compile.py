@@ -14,16 +14,18 @@ from gradbalance.groups import partition_parameters
 
 
 class TwoHeads(nn.Module):
-    """A trunk with BatchNorm and dropout; 'fit' reaches trunk and head, 'side' only the side branch."""
+    """A trunk with BatchNorm and dropout; 'fit' reaches trunk and head, 'side' only the side branch; a
+    constant buffer (as CompressAI's likelihood bounds) that the eager re-run must leave at its version."""
 
     def __init__(self) -> None:
         super().__init__()
         self.trunk = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Dropout(0.2))
         self.head = nn.Linear(8, 2)
         self.side = nn.Linear(4, 2)
+        self.register_buffer("gain", torch.full((1,), 1.5))  # saved for backward by the compiled graph
 
     def forward(self, x):
-        return {"y": self.head(self.trunk(x)), "s": self.side(x)}
+        return {"y": self.head(self.trunk(x)) * self.gain, "s": self.side(x)}
 
 
 GROUPS = {"trunk": r"^trunk\.", "head": r"^head\.", "side": r"^side\."}
