@@ -34,10 +34,11 @@ from torch import Tensor, nn
 from gradbalance.compiled_reach import CompiledReach, compiled_wrappers
 from gradbalance.cosines import group_cosines
 from gradbalance.distributed import average_across_ranks
-from gradbalance.groups import OTHER, GroupSpec, ParameterGroups, partition_parameters
+from gradbalance.groups import GroupSpec, ParameterGroups, partition_parameters
 from gradbalance.loss_weights import Weight, backward_into_weights, call_weights
 from gradbalance.optimizer_window import OptimizerWindow, immediate_precond_norms
-from gradbalance.per_loss import Grads, accumulate, grads_by_autograd, grads_by_backward, group_norm, trace_leaves
+from gradbalance.per_loss import Grads, accumulate, grads_by_autograd, grads_by_backward, group_norm
+from gradbalance.probe_inputs import group_index as _group_index, probe_inputs
 from gradbalance.preconditioned import adam_step, check_optimizer
 from gradbalance.reachability import describe_pairs, no_path_pairs
 from gradbalance.stats import ADAM_WARMUP, StepStats, cosine_frame, records_frame, stats_from_records
@@ -254,49 +255,8 @@ class GradientProbe:
             self._warned.add(key)
             warnings.warn(message, stacklevel=4)
 
-    def _layout(self, tensors: list[Tensor]):
-        """This call's inputs (trainable model parameters, then leaves outside the model the losses
-        reach), the group names and each group's positions in the inputs; and the reentrant flag."""
-        partition = self.partition
-        traced = trace_leaves([t for t in tensors if t.requires_grad])
-        known = {id(p) for p in partition.params}
-        outside = [leaf for leaf in traced.leaves if id(leaf) not in known]
-        inputs, positions = [], {}
-        for name in (*partition.slices, None):
-            sl = partition.slices[name] if name is not None else partition.unmeasured
-            members = []
-            for p in partition.params[sl]:
-                if p.requires_grad:
-                    members.append(len(inputs))
-                    inputs.append(p)
-            if name is not None:
-                positions[name] = members
-        if outside:
-            if partition.strict:
-                shapes = ", ".join(str(tuple(t.shape)) for t in outside[:5])
-                raise ValueError(f"{len(outside)} tensor(s) outside the model reach the losses and require grad "
-                                 f"(shapes {shapes}); add them to the model, detach them, or pass strict=False")
-            self._warn_once("outside", f"{len(outside)} tensor(s) outside the probed model reach the losses "
-                            f"and require grad: they get .grad and are measured as group {OTHER!r}")
-            positions.setdefault(OTHER, [])
-            positions[OTHER] = positions[OTHER] + list(range(len(inputs), len(inputs) + len(outside)))
-            inputs.extend(outside)
-        other = partition.slices.get(OTHER)
-        late = [n for n, p in zip(partition.param_names[other], partition.params[other]) if p.requires_grad] \
-            if other is not None and OTHER not in partition.names else []
-        if late:
-            if partition.strict:
-                raise ValueError(f"parameter(s) {late[:5]} became trainable after the probe was built and "
-                                 "belong to no group; add a group, list them in ignore, or pass strict=False")
-            self._warn_once("late", f"parameter(s) {late[:5]} became trainable after the probe was built: "
-                            f"measured as group {OTHER!r}")
-        names = [n for n in partition.names if n in positions]
-        if OTHER not in names and positions.get(OTHER):
-            names.append(OTHER)
-        return inputs, tuple(names), [positions[n] for n in names], traced.reentrant_checkpoint
-
     def _probe(self, step: int, names, tensors: list[Tensor], w: list[float], accumulate_grads: bool) -> StepStats:
-        inputs, groups, positions, reentrant = self._layout(tensors)
+        inputs, groups, positions, reentrant = probe_inputs(self.partition, tensors, self._warn_once)
         device = inputs[0].device if inputs else tensors[0].device
         scale = self._scale()
         window = self._window_for_call(inputs) if accumulate_grads and self.optimizer is not None else None
@@ -368,12 +328,3 @@ def _check_scale(scale: float) -> float:
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
     return float(scale)
-
-
-def _group_index(n: int, positions: Sequence[Sequence[int]]) -> list[int]:
-    """Group of each input position (-1: unmeasured)."""
-    out = [-1] * n
-    for j, ks in enumerate(positions):
-        for k in ks:
-            out[k] = j
-    return out
