@@ -86,3 +86,27 @@ def test_balancer_weights_are_logged_and_checkpointed(tmp_path):
 def test_a_loss_tensor_instead_of_a_dict_is_named(tmp_path):
     with pytest.raises(ValueError, match="training_step returns a dict of unweighted losses"):
         fit(Tiny(weighted=True), tmp_path, [GradBalanceCallback(GROUPS, weights=WEIGHTS)])
+
+
+def test_sixteen_bit_amp_uses_the_precision_plugins_scaler(tmp_path):
+    """16-mixed: the callback's probe scales with Lightning's GradScaler; same training as the plain module."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    def amp():  # Lightning turns precision="16-mixed" into bf16 on CPU; the plugin itself runs fp16 there
+        return MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+
+    reference = Tiny(weighted=True)
+    fit(reference, tmp_path / "ref", plugins=[amp()])
+    module = Tiny(weighted=False)
+    callback = GradBalanceCallback(GROUPS, weights=WEIGHTS, every=2)
+    trainer = fit(module, tmp_path / "probe", [callback], plugins=[amp()])
+    assert callback.probe.scaler is trainer.precision_plugin.scaler is not None
+    for p, q in zip(module.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+    fresh = Tiny(weighted=False)  # the first step's norm in float32, without loss scaling
+    x, y = next(iter(loader()))
+    fit_loss = fresh.training_step((x, y), 0)["fit"]
+    expected = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        fit_loss, list(fresh.trunk.parameters()))]))
+    first = callback.probe.history[0]  # unscaled by the GradScaler's 2^10
+    assert first.raw_norm[0, 0] == pytest.approx(float(expected), rel=1e-2)
