@@ -32,8 +32,6 @@ from gradbalance.rebalance import compare_shares, rebalance
 from gradbalance.reference import ReferenceShares, comparison_markdown
 from gradbalance.reprobe import remeasure, run_target
 from gradbalance.run import ProbeRun, save_run, write_tables
-from gradbalance.stats import ADAM_WARMUP
-from gradbalance.table import past_warmup
 from gradbalance.target import make_target
 
 
@@ -81,7 +79,7 @@ def _report(run: ProbeRun, window: Optional[int], write: bool) -> None:
     if run.has_precond:
         variants.append((True, "precond_table", "optimizer-aware (Adam update) share (%)"))
     for precond, stem, title in variants:
-        table = _run_table(run, window, precond)
+        table = run.table(window, precond=precond)
         print(f"\n{title}:\n{table.to_markdown()}")
         comparison = _comparison(run, table)
         if comparison:
@@ -149,17 +147,10 @@ def _check_out(out: Path, inputs: list, force: bool, is_dir: bool = False) -> No
     os.unlink(probe)
 
 
-def _run_table(run: ProbeRun, window: Optional[int], precond: bool):
-    """The run's table; optimizer-aware without Adam's warm-up, unless the run holds nothing else."""
-    if not precond:
-        return run.table(window)
-    return past_warmup(lambda warmup: run.table(window, precond=True, warmup=warmup), ADAM_WARMUP)
-
-
 def _table(args: argparse.Namespace) -> int:
     run = ProbeRun.load(args.run)
     window = _window(args, run)
-    tables = [run.table(window)] + ([_run_table(run, window, True)] if run.has_precond else [])
+    tables = [run.table(window)] + ([run.table(window, precond=True)] if run.has_precond else [])
     for table in tables:
         render = {"md": table.to_markdown, "latex": table.to_latex, "csv": table.to_csv}[args.format]
         print(f"# {table.column}, {len(table.steps)} probed steps\n{render()}\n")
@@ -189,7 +180,7 @@ def _derive(args: argparse.Namespace) -> int:
                args.force)
     run = ProbeRun.load(args.run)
     window = _window(args, run)
-    table = _run_table(run, window, args.precond)
+    table = run.table(window, precond=args.precond)
     target = args.target if args.target == "equal" else load_yaml_mapping(args.target)
     base = loss_weight_block(load_yaml_mapping(args.base), args.block, source=args.base)
     current = {}
