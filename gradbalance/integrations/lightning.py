@@ -4,7 +4,7 @@ The LightningModule's ``training_step`` returns a dict of *unweighted* losses, `
 (no ``"loss"`` key). The callback turns it into the weighted loss Lightning optimizes, ``Σ w_l L_l``,
 and does the backward through the probe, so ``.grad`` is that of a plain backward of the weighted
 sum under automatic optimization, gradient accumulation (``1 / accumulate_grad_batches``, as Lightning
-normalizes the loss) and AMP (the precision plugin's ``GradScaler``). On probed steps it logs through the Trainer's loggers (at ``trainer.global_step``)
+normalizes the loss), AMP (the precision plugin's ``GradScaler``) and DDP (tested with ``ddp_spawn``). On probed steps it logs through the Trainer's loggers (at ``trainer.global_step``)
 
 * ``gradbalance/share/<loss>/<group>``: the loss's share (%) of the gradient reaching the group
   (cells with no path are not logged; they are named once in the log at the first probed step);

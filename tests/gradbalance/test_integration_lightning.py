@@ -110,3 +110,16 @@ def test_sixteen_bit_amp_uses_the_precision_plugins_scaler(tmp_path):
         fit_loss, list(fresh.trunk.parameters()))]))
     first = callback.probe.history[0]  # unscaled by the GradScaler's 2^10
     assert first.raw_norm[0, 0] == pytest.approx(float(expected), rel=1e-2)
+
+
+def test_ddp_spawn_trains_as_the_weighted_sum(tmp_path):
+    """Two CPU ranks (gloo): probed steps skip DDP's sync and the probe averages; same weights as plain DDP."""
+    options = dict(strategy="ddp_spawn", devices=2)
+    reference = Tiny(weighted=True)
+    fit(reference, tmp_path / "ref", **options)
+    module = Tiny(weighted=False)
+    fit(module, tmp_path / "probe", [GradBalanceCallback(GROUPS, weights=WEIGHTS, every=2)], **options)
+    untrained = Tiny(weighted=True)
+    assert not torch.equal(next(reference.parameters()), next(untrained.parameters()))  # weights came back
+    for p, q in zip(module.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
