@@ -64,6 +64,8 @@ class CompiledReach:
         calls = self._calls
         edges: dict[tuple, tuple[set[int], list[Tensor]]] = {}
         for index, args, kwargs, outputs in calls:
+            if not any(isinstance(out, Tensor) and out.grad_fn is not None for out in outputs):
+                continue  # a forward without a graph (validation under no_grad): nothing to re-run
             flat_args = pytree.tree_flatten((args, kwargs))[0]
             for k, reach in enumerate(self._eager_reach(index, args, kwargs, flat_args)):
                 out = outputs[k] if k < len(outputs) else None

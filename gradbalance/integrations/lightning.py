@@ -134,13 +134,14 @@ class GradBalanceCallback(Callback):
         if stats is None:
             return
         metrics = {}
+        weights = self.weights  # after the Balancer's update at this step
         shares = stats.shares()
         for i, loss in enumerate(stats.losses):
             for j, group in enumerate(stats.groups):
                 if stats.reached[i, j] and math.isfinite(shares[i, j]):
                     metrics[f"{self.prefix}/share/{loss}/{group}"] = 100.0 * float(shares[i, j])
             if self.log_weights:
-                metrics[f"{self.prefix}/weight/{loss}"] = self.weights[loss]
+                metrics[f"{self.prefix}/weight/{loss}"] = float(weights.get(loss, 1.0))
         for logger in trainer.loggers:  # directly: self.log would repeat the last value at every later step
             logger.log_metrics(metrics, step=trainer.global_step)
 
