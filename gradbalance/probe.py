@@ -203,9 +203,11 @@ class GradientProbe:
     def precond_table(self, window: Optional[int] = None, warmup: int = ADAM_WARMUP) -> ContributionTable:
         """Optimizer-aware Table I (shares of the Adam update instead of the raw gradient).
 
-        Probed steps at Adam steps ``1..warmup`` are skipped: on the first step Adam's update is
-        ``lr * sign(g)``, so a group's update norm is ``lr * sqrt(#parameters)`` whatever the losses, and
-        in the next steps ``v̂`` averages only a few squared gradients. ``warmup=0`` keeps them."""
+        Probed steps at Adam steps ``1..warmup`` are skipped: on the first step ``v̂ = G²``, so Adam's
+        update is ``lr * sign(G)`` and loss i's optimizer-aware norm ``||w_i g_i / |G|||`` is about the
+        square root of the number of parameters where it dominates ``G``, whatever its magnitude; in the
+        next steps ``v̂`` averages only a few squared gradients. 10 is a judgment (``v̂`` then averages
+        10 squared gradients); ``warmup=0`` keeps them."""
         if self.optimizer is None:
             raise ValueError("optimizer-aware shares need GradientProbe(..., optimizer=<Adam/AdamW>)")
         return ContributionTable.from_records(self.records, window=window, loss_order=self.loss_order,

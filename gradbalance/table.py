@@ -40,8 +40,9 @@ def past_warmup(build: Callable[[int], "ContributionTable"], warmup: int) -> "Co
         return build(warmup)
     except WarmupOnlyError:
         warnings.warn(f"every probed step lies in Adam's first {warmup} steps: the optimizer-aware table shows "
-                      "the warm-up, where the update is close to lr * sign(g) and a group's shares follow its "
-                      "parameter count more than the losses; probe longer for the trained regime", UserWarning)
+                      "the warm-up, where the update is close to lr * sign(G) and a loss's share counts the "
+                      "parameters where it dominates G more than its gradient's size; probe longer for the "
+                      "trained regime", UserWarning)
         return build(0)
 
 
