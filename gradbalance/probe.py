@@ -204,9 +204,10 @@ class GradientProbe:
         """Optimizer-aware Table I (shares of the Adam update instead of the raw gradient).
 
         Probed steps at Adam steps ``1..warmup`` are skipped: on the first step ``v̂ = G²``, so Adam's
-        update is ``lr * sign(G)`` and loss i's optimizer-aware norm ``||w_i g_i / |G|||`` is about the
-        square root of the number of parameters where it dominates ``G``, whatever its magnitude; in the
-        next steps ``v̂`` averages only a few squared gradients. 10 is a judgment (``v̂`` then averages
+        update is ``lr * sign(G)`` and loss i's optimizer-aware norm is ``||w_i g_i / |G|||``: each entry
+        divided by the size of the total there, so the entries where the losses nearly cancel dominate
+        and the shares say little about the losses' sizes; in the next steps ``v̂`` averages only a few
+        squared gradients. 10 is a judgment (``v̂`` then averages
         10 squared gradients); ``warmup=0`` keeps them."""
         if self.optimizer is None:
             raise ValueError("optimizer-aware shares need GradientProbe(..., optimizer=<Adam/AdamW>)")

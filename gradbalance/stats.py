@@ -25,7 +25,7 @@ COSINE_COLUMNS = ("step", "group", "loss_a", "loss_b", "cosine")
 ABSENT, NONFINITE, ZERO, MEASURED = "absent", "nonfinite", "zero", "measured"
 
 #: Adam steps at the start of training that optimizer-aware tables skip by default (``warmup``): at
-#: step 1 the update is ``lr * sign(G)``, so a loss's share counts the parameters where it dominates G
+#: step 1 the update is ``lr * sign(G)``: shares are dominated by entries where the losses cancel
 ADAM_WARMUP = 10
 
 

@@ -40,8 +40,8 @@ def past_warmup(build: Callable[[int], "ContributionTable"], warmup: int) -> "Co
         return build(warmup)
     except WarmupOnlyError:
         warnings.warn(f"every probed step lies in Adam's first {warmup} steps: the optimizer-aware table shows "
-                      "the warm-up, where the update is close to lr * sign(G) and a loss's share counts the "
-                      "parameters where it dominates G more than its gradient's size; probe longer for the "
+                      "the warm-up, where the update is close to lr * sign(G) and the shares are dominated by "
+                      "the entries where the losses' gradients cancel, not by their sizes; probe longer for the "
                       "trained regime", UserWarning)
         return build(0)
 

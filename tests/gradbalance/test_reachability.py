@@ -50,3 +50,24 @@ def test_precond_table_skips_adams_warmup():
     assert len(probe.precond_table(warmup=0).steps) == 7
     with pytest.raises(WarmupOnlyError, match="all 7 probed steps are in Adam's first 13 steps"):
         probe.precond_table(warmup=13)
+
+
+def test_adams_first_step_divides_each_loss_by_the_total():
+    """What the warm-up shows: at Adam step 1, precond_norm_i = ||w_i g_i / |G| || (eps negligible)."""
+    case = make_mlp_case()
+    optimizer = torch.optim.Adam(case.model.parameters(), lr=1e-3, eps=1e-14)
+    probe = GradientProbe(case.model, case.groups, optimizer=optimizer)
+    weights = {"fit": 1.0, "sparse": 0.3}
+    losses = {k: v for k, v in case.losses().items() if k in weights}
+    params = list(case.model.trunk.parameters())
+    grads = {k: torch.cat([g.reshape(-1) for g in torch.autograd.grad(weights[k] * losses[k], params,
+                                                                         retain_graph=True)]) for k in weights}
+    total = grads["fit"] + grads["sparse"]
+    stats = probe.backward(losses, weights)
+    optimizer.step()
+    j = stats.groups.index("trunk")
+    for i, name in enumerate(stats.losses):
+        assert stats.precond_norm[i, j] == pytest.approx(float((grads[name] / total.abs()).norm()), rel=1e-6)
+    # the two raw norms differ far more than the optimizer-aware ones: those reflect where the losses cancel
+    raw = stats.norm[:, j]
+    assert max(raw) / min(raw) > 2 * max(stats.precond_norm[:, j]) / min(stats.precond_norm[:, j])
