@@ -83,8 +83,7 @@ def _report(run: ProbeRun, window: Optional[int], write: bool) -> None:
         variants.append((True, "precond_table", "optimizer-aware (Adam update) share (%)"))
     for precond, stem, title in variants:
         table = run.table(window, precond=precond)
-        span = f"training steps {table.steps[0]}..{table.steps[-1]}"
-        print(f"\n{title}, mean ± std over {len(table.steps)} probed steps ({span}):\n{table.to_markdown()}")
+        print(f"\n{title}:\n{table.to_markdown()}")
         comparison = _comparison(run, table)
         if comparison:
             print(f"\nbeside {run.metadata['reference']['name']} (difference in percentage points):\n{comparison}")

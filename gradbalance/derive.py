@@ -32,6 +32,7 @@ from typing import Optional, Union
 import numpy as np
 import pandas as pd
 
+from gradbalance.reachability import check_targets_reachable
 from gradbalance.table import ContributionTable
 from gradbalance.target_shares import Target, check_sums, target_bounds
 
@@ -124,7 +125,8 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
     Args:
         table: measured shares, their per-step norms and the mean weights they were measured with.
         target: ``"equal"``, ``{group: {loss: percent}}`` or ``{loss: (min%, max%)}``
-            (:mod:`gradbalance.target_shares`); a group whose targets cannot sum to 100 % is refused.
+            (:mod:`gradbalance.target_shares`); a group whose targets cannot sum to 100 % is refused, and
+            so is a target on a pair with no path (every such pair named).
         fixed: coefficients to hold, ``{loss: value}`` (same form as ``current``).
         current: what each multiplier scales (default: the measured weights); give the configured
             ``(lo, hi)`` range of a loss whose weight was drawn per batch (QVRF's rate).
@@ -143,6 +145,7 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
     unknown = set(fixed) - set(losses)
     if unknown:
         raise ValueError(f"fixed names unknown loss(es) {sorted(unknown)}; the table has {losses}")
+    check_targets_reachable(target, {(l, g): bool(table.reached.loc[l, g]) for l in losses for g in table.groups})
     present_frame = table.mean.notna()
     lower, upper = target_bounds(present_frame, target)
     check_sums(lower, upper, present_frame)

@@ -8,7 +8,9 @@ A group spec is one of
 * an iterable of modules, ``nn.Parameter`` objects or parameter names, e.g.
   ``{"main": [model.g_a, model.g_s]}``.
 
-Names include the aliases of tied weights (``head.weight`` tied to ``embed.weight`` is found under
+Names are those of the unwrapped model: DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes
+are removed (also where a submodule was compiled), so ``r"^(h_a|h_s)\\."`` selects the same parameters
+of ``torch.compile(model)`` as of ``model``. Names include the aliases of tied weights (``head.weight`` tied to ``embed.weight`` is found under
 both). Groups hold frozen parameters too: the probe reads ``requires_grad`` on every call, so a
 parameter unfrozen later is measured from then on. Groups must be disjoint: a parameter claimed by
 two groups is an error, as is a spec that matches nothing.
@@ -57,8 +59,21 @@ class ParameterGroups:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The wrapped module of DistributedDataParallel / DataParallel, else the model itself."""
-    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+    """The module under DistributedDataParallel / DataParallel (``module.``) and ``torch.compile``
+    (``_orig_mod.``) wrappers, in any nesting, else the model itself."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch._dynamo OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
+
+
+def canonical_name(name: str) -> str:
+    """A parameter name without torch.compile's ``_orig_mod.`` (e.g. ``g_a._orig_mod.0.weight`` ->
+    ``g_a.0.weight`` where only ``g_a`` was compiled), so a regex matches eager and compiled models alike."""
+    return re.sub(r"(^|\.)_orig_mod\.", r"\1", name)
 
 
 def _select(name: str, spec: GroupSpec, named: dict[int, tuple[str, nn.Parameter]],
@@ -112,16 +127,18 @@ def partition_parameters(
     if not groups:
         raise ValueError("at least one parameter group is required")
     module = _unwrap(model)
-    named = {id(p): (n, p) for n, p in module.named_parameters()}
+    named = {id(p): (canonical_name(n), p) for n, p in module.named_parameters()}
     if not named:
         raise ValueError("the model has no parameters")
-    aliases = {n: id(p) for n, p in module.named_parameters(remove_duplicate=False)}
+    aliases = {canonical_name(n): id(p) for n, p in module.named_parameters(remove_duplicate=False)}
     owner: dict[int, str] = {}
     members: dict[str, list[int]] = {}
     for name, spec in groups.items():
         ids = _select(name, spec, named, aliases)
         if not ids:
-            raise ValueError(f"group {name!r} matched no parameters of the model")
+            some = ", ".join(list(aliases)[:3])
+            raise ValueError(f"group {name!r} matched no parameters of the model (names are searched without "
+                             f"the wrappers' '_orig_mod.' and 'module.' prefixes, e.g. {some})")
         for pid in ids:
             if pid in owner:
                 raise ValueError(f"groups must be disjoint: parameter {named[pid][0]!r} is in both "

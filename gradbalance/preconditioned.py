@@ -25,13 +25,24 @@ import torch
 from torch import Tensor, nn
 
 
+def adam_step(optimizer: torch.optim.Optimizer) -> int:
+    """The number of the step ``optimizer.step()`` is about to take (1 = the first), from its state."""
+    steps = [float(state["step"]) for state in optimizer.state.values() if "step" in state]
+    return int(max(steps, default=0.0)) + 1
+
+
 def supports_preconditioning(optimizer: object) -> bool:
     """Whether optimizer-aware norms can be computed for ``optimizer`` (Adam, AdamW)."""
     return isinstance(optimizer, torch.optim.Adam)  # AdamW subclasses Adam
 
 
 def check_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """``optimizer`` itself, or a clear error when it is not Adam/AdamW."""
+    """``optimizer`` itself (the wrapped optimizer of accelerate's ``AcceleratedOptimizer`` and
+    Lightning's ``LightningOptimizer``: its step hooks fire on real steps only), or a clear error when it
+    is not Adam/AdamW."""
+    inner = getattr(optimizer, "optimizer", None)
+    if not supports_preconditioning(optimizer) and supports_preconditioning(inner):
+        optimizer = inner
     if not supports_preconditioning(optimizer):
         raise TypeError(f"optimizer-aware shares support Adam and AdamW, got {type(optimizer).__name__}; "
                         "pass optimizer=None to skip them")

@@ -19,6 +19,8 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import numbers
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,14 +31,21 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from gradbalance.compiled_reach import CompiledReach, compiled_wrappers
 from gradbalance.cosines import group_cosines
 from gradbalance.distributed import average_across_ranks
-from gradbalance.groups import OTHER, GroupSpec, ParameterGroups, partition_parameters
+from gradbalance.groups import GroupSpec, ParameterGroups, partition_parameters
+from gradbalance.loss_weights import Weight, backward_into_weights, call_weights
 from gradbalance.optimizer_window import OptimizerWindow, immediate_precond_norms
-from gradbalance.per_loss import Grads, accumulate, grads_by_autograd, grads_by_backward, group_norm, trace_leaves
-from gradbalance.preconditioned import check_optimizer
-from gradbalance.stats import StepStats, cosine_frame, records_frame
+from gradbalance.per_loss import Grads, accumulate, grads_by_autograd, grads_by_backward, group_norm
+from gradbalance.probe_inputs import group_index as _group_index, probe_inputs
+from gradbalance.preconditioned import adam_step, check_optimizer
+from gradbalance.reachability import describe_pairs, no_path_pairs
+from gradbalance.stats import ADAM_WARMUP, StepStats, cosine_frame, records_frame, stats_from_records
 from gradbalance.table import ContributionTable
+
+
+log = logging.getLogger("gradbalance.probe")
 
 
 class GradientProbe:
@@ -84,6 +93,9 @@ class GradientProbe:
         self.optimizer_steps = 0
         self._window: Optional[OptimizerWindow] = None
         self._warned: set[str] = set()
+        self._loss_scale = 1.0
+        self.no_path: list[tuple[str, str]] = []  # (loss, group) pairs seen without a path
+        self._compiled = CompiledReach(model) if compiled_wrappers(model) else None
         self._hook = (self.optimizer.register_step_pre_hook(self._before_optimizer_step)
                       if self.optimizer is not None else None)
 
@@ -101,24 +113,36 @@ class GradientProbe:
             return ddp_model.no_sync()
         return contextlib.nullcontext()
 
-    def backward(self, losses: Mapping[str, Tensor],
-                 weights: Optional[Mapping[str, float]] = None) -> Optional[StepStats]:
-        """Accumulate the gradient of ``sum_i w_i L_i`` into ``.grad``; probe every ``every`` calls.
+    def backward(self, losses: Mapping[str, Tensor], weights: Optional[Mapping[str, Weight]] = None, *,
+                 scale: float = 1.0) -> Optional[StepStats]:
+        """Accumulate the gradient of ``scale * sum_i w_i L_i`` into ``.grad``; probe every ``every`` calls.
 
-        ``losses`` are unweighted scalar tensors; a loss missing from ``weights`` has weight 1.
+        ``losses`` are unweighted scalar tensors; a loss missing from ``weights`` has weight 1. A
+        weight that requires grad (uncertainty weighting) receives ``scale * L_i`` through it
+        (:mod:`gradbalance.loss_weights`). ``scale`` is the training loop's own loss scaling, e.g.
+        ``1 / gradient_accumulation_steps`` as ``accelerator.backward`` divides the loss: ``.grad``
+        gets it, the recorded norms do not (they stay those of the unscaled ``w_i L_i``).
         Returns the step's :class:`StepStats` on probed steps, None otherwise (its
         ``precond_norm`` is filled in when the optimizer steps).
         """
         names, tensors, w = self._validate(losses, weights)
+        self._loss_scale = _check_scale(scale)
         probed = self.probes_next_call
         step = self.calls
         self.calls += 1
         if not probed:
-            terms = [wi * t for wi, t in zip(w, tensors) if t.requires_grad]
+            if self._compiled is not None:
+                self._compiled.clear()
+            terms = [wi * t for wi, t in zip(w.terms, tensors)
+                     if t.requires_grad or (isinstance(wi, Tensor) and wi.requires_grad)]
             if terms:
                 self._scaled(sum(terms)).backward()
             return None
-        stats = self._probe(step, names, tensors, w, accumulate_grads=True)
+        stats = self._probe(step, names, tensors, w.values, accumulate_grads=True)
+        if self._compiled is not None:
+            self._compiled.clear()
+        backward_into_weights(w, tensors, self._scaled)
+        self._state_reachability(stats)
         self.history.append(stats)
         return stats
 
@@ -130,17 +154,36 @@ class GradientProbe:
         would see ``.grad + sum_i w_i g_i`` (no clipping).
         """
         names, tensors, w = self._validate(losses, weights)
+        self._loss_scale = 1.0
         if step is None:
             step = self.history[-1].step + 1 if self.history else 0
-        stats = self._probe(int(step), names, tensors, w, accumulate_grads=False)
+        stats = self._probe(int(step), names, tensors, w.values, accumulate_grads=False)
+        self._state_reachability(stats)
         self.history.append(stats)
         return stats
 
     def remove_hooks(self) -> None:
-        """Detach the optimizer step pre-hook (the probe stops computing optimizer-aware norms)."""
+        """Detach the optimizer step pre-hook (the probe stops computing optimizer-aware norms) and the
+        forward hooks on compiled modules."""
+        if self._compiled is not None:
+            self._compiled.remove()
+            self._compiled = None
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+
+    def state_dict(self) -> dict:
+        """Counters and records of every probed step (plain types: ``torch.load(weights_only=True)``);
+        cosines are not kept."""
+        records = self.records
+        return {"calls": self.calls, "optimizer_steps": self.optimizer_steps, "no_path": [list(p) for p in self.no_path],
+                "records": {c: records[c].tolist() for c in records.columns}}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore :meth:`state_dict`: probing resumes on the same schedule and the tables cover the saved steps."""
+        self.calls, self.optimizer_steps = int(state["calls"]), int(state["optimizer_steps"])
+        self.no_path = [tuple(p) for p in state["no_path"]]
+        self.history = stats_from_records(pd.DataFrame(state["records"])) if state["records"] else []
 
     @property
     def records(self) -> pd.DataFrame:
@@ -157,11 +200,20 @@ class GradientProbe:
         return ContributionTable.from_records(self.records, window=window, loss_order=self.loss_order,
                                               group_order=self.partition.names, column=column)
 
-    def precond_table(self, window: Optional[int] = None) -> ContributionTable:
-        """Optimizer-aware Table I (shares of the Adam update instead of the raw gradient)."""
+    def precond_table(self, window: Optional[int] = None, warmup: int = ADAM_WARMUP) -> ContributionTable:
+        """Optimizer-aware Table I (shares of the Adam update instead of the raw gradient).
+
+        Probed steps at Adam steps ``1..warmup`` are skipped: on the first step ``v̂ = G²``, so Adam's
+        update is ``lr * sign(G)`` and loss i's optimizer-aware norm is ``||w_i g_i / |G|||``: each entry
+        divided by the size of the total there, so the entries where the losses nearly cancel dominate
+        and the shares say little about the losses' sizes; in the next steps ``v̂`` averages only a few
+        squared gradients. 10 is a judgment (``v̂`` then averages
+        10 squared gradients); ``warmup=0`` keeps them."""
         if self.optimizer is None:
             raise ValueError("optimizer-aware shares need GradientProbe(..., optimizer=<Adam/AdamW>)")
-        return self.table(window, column="precond_norm")
+        return ContributionTable.from_records(self.records, window=window, loss_order=self.loss_order,
+                                              group_order=self.partition.names, column="precond_norm",
+                                              warmup=warmup)
 
     # -- internals --------------------------------------------------------------------------
     def _validate(self, losses: Mapping[str, Tensor], weights: Optional[Mapping[str, float]]):
@@ -172,75 +224,42 @@ class GradientProbe:
         if unknown:
             raise ValueError(f"weights given for unknown losses: {sorted(unknown)}")
         names = [n for n in self.loss_order if n in losses] + [n for n in losses if n not in self.loss_order]
-        tensors, w = [], []
+        tensors = []
         for name in names:
             loss = losses[name]
             if not isinstance(loss, Tensor) or loss.numel() != 1:
                 raise ValueError(f"loss {name!r} must be a scalar tensor, got "
                                  f"{tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__}")
-            weight = weights.get(name, 1.0)
-            weight = float(weight.detach()) if isinstance(weight, Tensor) else float(weight)
-            if not np.isfinite(weight):
-                raise ValueError(f"weight of loss {name!r} is not finite: {weight}")
             tensors.append(loss.reshape(()))
-            w.append(weight)
-        return tuple(names), tensors, w
+        return tuple(names), tensors, call_weights(names, weights)
 
     def _scale(self) -> float:
-        return float(self.scaler.get_scale()) if self.scaler is not None and self.scaler.is_enabled() else 1.0
+        """The factor between ``.grad`` and the gradient of ``sum_i w_i L_i``: the call's ``scale`` times
+        the GradScaler's scale."""
+        grad_scaler = float(self.scaler.get_scale()) if self.scaler is not None and self.scaler.is_enabled() else 1.0
+        return grad_scaler * self._loss_scale
 
     def _scaled(self, loss: Tensor) -> Tensor:
-        """``scaler.scale(loss)`` (which also readies the scaler for ``scaler.step``), else ``loss``."""
+        """``scaler.scale(scale * loss)`` (which also readies the scaler for ``scaler.step``), else ``scale * loss``."""
+        if self._loss_scale != 1.0:
+            loss = loss * self._loss_scale
         return self.scaler.scale(loss) if self.scaler is not None and self.scaler.is_enabled() else loss
+
+    def _state_reachability(self, stats: StepStats) -> None:
+        """Name every (loss, group) pair with no path, once, at the first probed step (and any pair
+        that appears later); the pairs are kept in :attr:`no_path`."""
+        new = [pair for pair in no_path_pairs(stats) if pair not in self.no_path]
+        self.no_path.extend(new)
+        if new:
+            log.info("step %d: no path from %s (shown as '-')", stats.step, describe_pairs(new))
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, stacklevel=4)
 
-    def _layout(self, tensors: list[Tensor]):
-        """This call's inputs (trainable model parameters, then leaves outside the model the losses
-        reach), the group names and each group's positions in the inputs; and the reentrant flag."""
-        partition = self.partition
-        traced = trace_leaves([t for t in tensors if t.requires_grad])
-        known = {id(p) for p in partition.params}
-        outside = [leaf for leaf in traced.leaves if id(leaf) not in known]
-        inputs, positions = [], {}
-        for name in (*partition.slices, None):
-            sl = partition.slices[name] if name is not None else partition.unmeasured
-            members = []
-            for p in partition.params[sl]:
-                if p.requires_grad:
-                    members.append(len(inputs))
-                    inputs.append(p)
-            if name is not None:
-                positions[name] = members
-        if outside:
-            if partition.strict:
-                shapes = ", ".join(str(tuple(t.shape)) for t in outside[:5])
-                raise ValueError(f"{len(outside)} tensor(s) outside the model reach the losses and require grad "
-                                 f"(shapes {shapes}); add them to the model, detach them, or pass strict=False")
-            self._warn_once("outside", f"{len(outside)} tensor(s) outside the probed model reach the losses "
-                            f"and require grad: they get .grad and are measured as group {OTHER!r}")
-            positions.setdefault(OTHER, [])
-            positions[OTHER] = positions[OTHER] + list(range(len(inputs), len(inputs) + len(outside)))
-            inputs.extend(outside)
-        other = partition.slices.get(OTHER)
-        late = [n for n, p in zip(partition.param_names[other], partition.params[other]) if p.requires_grad] \
-            if other is not None and OTHER not in partition.names else []
-        if late:
-            if partition.strict:
-                raise ValueError(f"parameter(s) {late[:5]} became trainable after the probe was built and "
-                                 "belong to no group; add a group, list them in ignore, or pass strict=False")
-            self._warn_once("late", f"parameter(s) {late[:5]} became trainable after the probe was built: "
-                            f"measured as group {OTHER!r}")
-        names = [n for n in partition.names if n in positions]
-        if OTHER not in names and positions.get(OTHER):
-            names.append(OTHER)
-        return inputs, tuple(names), [positions[n] for n in names], traced.reentrant_checkpoint
-
     def _probe(self, step: int, names, tensors: list[Tensor], w: list[float], accumulate_grads: bool) -> StepStats:
-        inputs, groups, positions, reentrant = self._layout(tensors)
+        inputs, groups, positions, reentrant = probe_inputs(self.partition, tensors, self._warn_once)
         device = inputs[0].device if inputs else tensors[0].device
         scale = self._scale()
         window = self._window_for_call(inputs) if accumulate_grads and self.optimizer is not None else None
@@ -248,6 +267,7 @@ class GradientProbe:
         measured = [g >= 0 for g in _group_index(len(inputs), positions)]
         last = max((i for i, t in enumerate(tensors) if t.requires_grad), default=-1)
         norms, reached, kept = [], [], []
+        reach = self._compiled.leaves_per_loss(tensors) if self._compiled is not None else None
         for i, loss in enumerate(tensors):
             grads: Grads = [None] * len(inputs)
             if loss.requires_grad and inputs:
@@ -255,10 +275,12 @@ class GradientProbe:
                 grads = (grads_by_backward(self._scaled(loss), w[i], inputs, retain) if reentrant
                          else grads_by_autograd(self._scaled(loss), inputs, retain))
             grads = average_across_ranks(grads, inputs)
-            norms.append(torch.stack([group_norm([grads[k] for k in ks], device) for ks in positions]))
-            reached.append([any(grads[k] is not None for k in ks) for ks in positions])
             if accumulate_grads:
                 accumulate(inputs, grads, w[i])
+            if reach is not None:  # compiled: a loss's zeros where it has no path are not a gradient
+                grads = [g if id(p) in reach[i] else None for p, g in zip(inputs, grads)]
+            norms.append(torch.stack([group_norm([grads[k] for k in ks], device) for ks in positions]))
+            reached.append([any(grads[k] is not None for k in ks) for ks in positions])
             if window is not None:
                 window.add(names[i], inputs, grads, w[i], measured)
             if keep:
@@ -273,6 +295,7 @@ class GradientProbe:
         if window is not None:
             window.close_call(stats, inputs, positions)
         elif self.optimizer is not None:
+            stats.adam_step = adam_step(self.optimizer)
             stats.precond_norm = self._precond_now(inputs, groups, positions, kept, w, scale)
         return stats
 
@@ -300,13 +323,11 @@ class GradientProbe:
         window, self._window = self._window, None
         self.optimizer_steps += 1
         if window is not None and window.stats is not None:
+            window.stats.adam_step = adam_step(self.optimizer)
             window.stats.precond_norm = window.precond_norms(self.optimizer)
 
 
-def _group_index(n: int, positions: Sequence[Sequence[int]]) -> list[int]:
-    """Group of each input position (-1: unmeasured)."""
-    out = [-1] * n
-    for j, ks in enumerate(positions):
-        for k in ks:
-            out[k] = j
-    return out
+def _check_scale(scale: float) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    return float(scale)

@@ -15,7 +15,8 @@ from typing import Optional
 from gradbalance.preconditioned import supports_preconditioning
 from gradbalance.probe import GradientProbe
 from gradbalance.run import ProbeRun
-from gradbalance.table import ContributionTable
+from gradbalance.stats import ADAM_WARMUP
+from gradbalance.table import ContributionTable, past_warmup
 from gradbalance.target import ProbeTarget, make_target
 
 #: run.json keys passed back to the target factory
@@ -64,6 +65,8 @@ def remeasure(run: ProbeRun, window: Optional[int], precond: bool, progress: boo
         label = f"re-probe {meta['model']}" if progress else None
         probe = run_target(target, int(meta["steps"]), int(meta.get("every") or 1), multipliers=multipliers,
                            progress=label)
-        return probe.precond_table(window) if precond else probe.table(window)
+        if precond:
+            return past_warmup(lambda warmup: probe.precond_table(window, warmup=warmup), ADAM_WARMUP)
+        return probe.table(window)
 
     return measure

@@ -18,7 +18,8 @@ from typing import Optional
 import pandas as pd
 
 from gradbalance.export import atomic_write_text
-from gradbalance.table import ContributionTable
+from gradbalance.stats import ADAM_WARMUP
+from gradbalance.table import ContributionTable, past_warmup
 
 RECORDS = "records.csv"
 COSINES = "cosine.csv"
@@ -49,13 +50,20 @@ class ProbeRun:
     def has_precond(self) -> bool:
         return "precond_norm" in self.records.columns and self.records["precond_norm"].notna().any()
 
-    def table(self, window: Optional[int] = None, precond: bool = False) -> ContributionTable:
-        """Table I of the run (optimizer-aware when ``precond``), in the run's loss/group order."""
+    def table(self, window: Optional[int] = None, precond: bool = False, warmup: int = ADAM_WARMUP) -> ContributionTable:
+        """Table I of the run in the run's loss/group order; optimizer-aware when ``precond``, without
+        Adam's first ``warmup`` steps, unless the run holds nothing else (then with a warning saying what
+        those steps show: :func:`gradbalance.table.past_warmup`)."""
         if precond and not self.has_precond:
             raise ValueError(f"{self.path} has no optimizer-aware norms (the target's optimizer was not Adam/AdamW)")
-        return ContributionTable.from_records(
-            self.records, window=window, loss_order=self.metadata.get("loss_order", ()),
-            group_order=self.metadata.get("groups", ()), column="precond_norm" if precond else "norm")
+
+        def build(skip: int) -> ContributionTable:
+            return ContributionTable.from_records(
+                self.records, window=window, loss_order=self.metadata.get("loss_order", ()),
+                group_order=self.metadata.get("groups", ()), column="precond_norm" if precond else "norm",
+                warmup=skip)
+
+        return past_warmup(build, warmup) if precond else build(0)
 
 
 def _read_records(path: Path, metadata: dict) -> pd.DataFrame:

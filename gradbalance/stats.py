@@ -24,6 +24,10 @@ COSINE_COLUMNS = ("step", "group", "loss_a", "loss_b", "cosine")
 
 ABSENT, NONFINITE, ZERO, MEASURED = "absent", "nonfinite", "zero", "measured"
 
+#: Adam steps at the start of training that optimizer-aware tables skip by default (``warmup``): at
+#: step 1 the update is ``lr * sign(G)``: shares are dominated by entries where the losses cancel
+ADAM_WARMUP = 10
+
 
 def cell_state(norm: float, reached: bool) -> str:
     """One of :data:`ABSENT`, :data:`NONFINITE`, :data:`ZERO`, :data:`MEASURED`."""
@@ -54,6 +58,7 @@ class StepStats:
     raw_norm: np.ndarray  # (n_losses, n_groups)
     reached: Optional[np.ndarray] = None  # (n_losses, n_groups) bool; None: wherever raw_norm is not NaN
     precond_norm: Optional[np.ndarray] = None  # (n_losses, n_groups)
+    adam_step: Optional[int] = None  # the optimizer step precond_norm was measured at (1 = Adam's first)
     cosine: Optional[np.ndarray] = None  # (n_groups, n_losses, n_losses)
 
     def __post_init__(self) -> None:
@@ -107,6 +112,7 @@ class StepStats:
                            raw_norm=float(self.raw_norm[i, j]), reached=bool(self.reached[i, j]))
                 if self.precond_norm is not None:
                     row["precond_norm"] = float(self.precond_norm[i, j])
+                    row["adam_step"] = self.adam_step if self.adam_step is not None else np.nan
                 rows.append(row)
         return rows
 
@@ -125,7 +131,7 @@ def records_frame(stats: Sequence[StepStats]) -> pd.DataFrame:
     rows = [row for s in stats for row in s.rows()]
     columns = list(RECORD_COLUMNS)
     if any("precond_norm" in row for row in rows):
-        columns.append("precond_norm")
+        columns += ["precond_norm", "adam_step"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -143,3 +149,23 @@ def reached_column(records: pd.DataFrame, column: str = "norm") -> pd.Series:
 def cosine_frame(stats: Sequence[StepStats]) -> pd.DataFrame:
     """Long-format pairwise cosines of many steps: columns step, group, loss_a, loss_b, cosine."""
     return pd.DataFrame([row for s in stats for row in s.cosine_rows()], columns=list(COSINE_COLUMNS))
+
+
+def stats_from_records(records: pd.DataFrame) -> list[StepStats]:
+    """The :class:`StepStats` of each step of a records frame (inverse of :func:`records_frame`; cosines
+    are not part of the records)."""
+    out = []
+    for step, rows in records.groupby("step", sort=True):
+        losses = tuple(dict.fromkeys(rows["loss"]))
+        groups = tuple(dict.fromkeys(rows["group"]))
+        cube = rows.set_index(["loss", "group"]).reindex(pd.MultiIndex.from_product([losses, groups]))
+        first = rows.groupby("loss", sort=False).first().reindex(list(losses))
+        shape = (len(losses), len(groups))
+        precond = cube["precond_norm"].to_numpy(float).reshape(shape) if "precond_norm" in cube.columns else None
+        adam = first["adam_step"].dropna() if "adam_step" in first.columns else pd.Series(dtype=float)
+        out.append(StepStats(step=int(step), losses=losses, groups=groups, values=first["value"].to_numpy(float),
+                             weights=first["weight"].to_numpy(float), raw_norm=cube["raw_norm"].to_numpy(float).reshape(shape),
+                             reached=cube["reached"].fillna(False).to_numpy(bool).reshape(shape),
+                             precond_norm=None if precond is None or np.isnan(precond).all() else precond,
+                             adam_step=int(adam.iloc[0]) if len(adam) else None))
+    return out

@@ -12,7 +12,8 @@ other losses are not renormalised); such cells read ``non-finite`` or ``zero``.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -20,11 +21,29 @@ from typing import Optional, Union
 import numpy as np
 import pandas as pd
 
+from gradbalance.reachability import describe_pairs
 from gradbalance.stats import ABSENT as ABSENT_STATE, MEASURED, NONFINITE, ZERO, reached_column
 
 ABSENT = "-"
 NONFINITE_CELL = "non-finite"
 ZERO_CELL = "zero"
+
+
+class WarmupOnlyError(ValueError):
+    """Every probed step of an optimizer-aware table lies in Adam's warm-up."""
+
+
+def past_warmup(build: Callable[[int], "ContributionTable"], warmup: int) -> "ContributionTable":
+    """``build(warmup)``; when every probed step lies in Adam's warm-up, ``build(0)`` with a warning that
+    says what those steps show (the CLI's short probes)."""
+    try:
+        return build(warmup)
+    except WarmupOnlyError:
+        warnings.warn(f"every probed step lies in Adam's first {warmup} steps: the optimizer-aware table shows "
+                      "the warm-up, where the update is close to lr * sign(G) and the shares are dominated by "
+                      "the entries where the losses' gradients cancel, not by their sizes; probe longer for the "
+                      "trained regime", UserWarning)
+        return build(0)
 
 
 def step_shares(records: pd.DataFrame, column: str = "norm") -> pd.Series:
@@ -70,11 +89,12 @@ class ContributionTable:
     @classmethod
     def from_records(cls, records: pd.DataFrame, *, window: Optional[int] = None,
                      loss_order: Sequence[str] = (), group_order: Sequence[str] = (),
-                     column: str = "norm") -> "ContributionTable":
+                     column: str = "norm", warmup: int = 0) -> "ContributionTable":
         """Build the table from a records frame (``GradientProbe.records`` or a saved records.csv).
 
         Steps where ``column`` was not measured at all (all NaN and no cell reached, e.g.
-        optimizer-aware norms of a step whose optimizer step was skipped) are left out.
+        optimizer-aware norms of a step whose optimizer step was skipped) are left out, and so are,
+        for ``precond_norm``, steps measured at Adam steps ``1..warmup`` (records with ``adam_step``).
         """
         required = {"step", "loss", "group", "weight", column}
         missing = required - set(records.columns)
@@ -87,6 +107,12 @@ class ContributionTable:
             data = data[measured]
         if data.empty:
             raise ValueError("no probed steps in the records" + ("" if column == "norm" else f" with {column}"))
+        if warmup and column == "precond_norm" and "adam_step" in data.columns:
+            late = ~(data["adam_step"].astype(float) <= warmup)  # NaN (not recorded): kept
+            if not late.any():
+                raise WarmupOnlyError(f"all {data['step'].nunique()} probed steps are in Adam's first {warmup} steps "
+                                 "(warm-up, skipped by default); probe longer or pass warmup=0")
+            data = data[late]
         if window is not None and window < 1:
             raise ValueError(f"window must be a positive number of probed steps, got {window}")
         duplicated = data.duplicated(["step", "loss", "group"])
@@ -154,12 +180,26 @@ class ContributionTable:
         cells = [[self.cell(loss, group, decimals) for group in self.groups] for loss in self.losses]
         return pd.DataFrame(cells, index=pd.Index(self.losses, name="loss"), columns=list(self.groups))
 
-    def to_markdown(self, decimals: int = 1) -> str:
-        """GitHub-flavoured markdown table of the shares in percent."""
+    @property
+    def no_path(self) -> tuple[tuple[str, str], ...]:
+        """``(loss, group)`` pairs with no path in any averaged step (the ``-`` cells)."""
+        return tuple((loss, group) for loss in self.losses for group in self.groups if not self.reached.loc[loss, group])
+
+    def notes(self) -> str:
+        """What the table averages and which cells have no path, e.g. ``mean ± std over 50 probed steps
+        (10-500); -: no path from bpp to g_s``."""
+        span = f"{self.steps[0]}-{self.steps[-1]}" if len(self.steps) > 1 else f"{self.steps[0]}"
+        text = f"mean ± std over {len(self.steps)} probed step{'s' if len(self.steps) != 1 else ''} ({span})"
+        return text + (f"; -: no path from {describe_pairs(self.no_path)}" if self.no_path else "")
+
+    def to_markdown(self, decimals: int = 1, notes: bool = True) -> str:
+        """GitHub-flavoured markdown table of the shares in percent, with :meth:`notes` below it."""
         frame = self.to_frame(decimals)
         lines = ["| loss | " + " | ".join(frame.columns) + " |",
                  "|---|" + "---:|" * len(frame.columns)]
         lines += [f"| {loss} | " + " | ".join(row) + " |" for loss, row in zip(frame.index, frame.values)]
+        if notes:
+            lines += ["", self.notes()]
         return "\n".join(lines)
 
     def to_latex(self, decimals: int = 1, caption: Optional[str] = None) -> str:

@@ -89,7 +89,7 @@ def test_equal_bounds_and_ranges():
 def test_bad_targets_are_named():
     case = make_mlp_case()
     table = measure_table(case, {"fit": 1.0, "sparse": 0.3, "aux": 0.05})
-    with pytest.raises(ValueError, match="does not reach group 'head'"):
+    with pytest.raises(ValueError, match="no path: aux to head"):
         derive_coefficients(table, {"head": {"aux": 10.0}})
     with pytest.raises(ValueError, match="names group 'nope'"):
         derive_coefficients(table, {"nope": {"fit": 10.0}})

@@ -68,7 +68,7 @@ def test_precond_norm_hand_computed_from_state_with_coupled_decay():
     for name, value in expected.items():
         assert stats.precond_norm[stats.losses.index(name), column] == pytest.approx(value, rel=1e-10)
     assert np.isnan(stats.precond_norm[stats.losses.index("aux"), column])  # absent stays absent
-    table = probe.precond_table()
+    table = probe.precond_table(warmup=0)
     assert table.column == "precond_norm" and "precond_norm" in probe.records.columns
 
 
@@ -155,7 +155,7 @@ def test_precond_norm_exact_under_clipping_and_accumulation(micro, max_norm):
     assert math.isnan(stats.norm_of("aux", "head", precond=True))
     if micro == 2:
         assert results[0].precond_norm is None  # the window's norms go to its last micro-batch
-    table = probe.precond_table()
+    table = probe.precond_table(warmup=0)
     assert len(table.steps) == 3
 
 
@@ -164,6 +164,6 @@ def test_group_outside_the_optimizer_is_absent_not_nonfinite():
     optimizer = torch.optim.Adam(case.model.trunk.parameters(), lr=1e-3)  # the head is not optimized
     probe = GradientProbe(case.model, case.groups, optimizer=optimizer)
     train(case, optimizer, probe, 2)
-    table = probe.precond_table()
+    table = probe.precond_table(warmup=0)
     assert table.cell("fit", "head") == "-" and table.state("fit", "head") == "absent"
     assert table.mean["trunk"].sum() == pytest.approx(100.0)
