@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     import yaml
 
     from gradbalance.balance_plots import plot_shares_against_targets, plot_weights_over_steps
-    from gradbalance.run import save_run
+    from gradbalance.io.run import save_run
     from stlic.training.balancing import load_targets
     from stlic.training.config import LOSS_NAMES, load_config
 

@@ -35,7 +35,7 @@ VARIANTS = ("plain", "probe", "optimizer", "cosine")
 CHILD = r"""
 import json, sys, torch
 from gradbalance import GradientProbe
-from gradbalance.target import make_target
+from gradbalance.targets.target import make_target
 
 variant, preset, patch, warmup = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 

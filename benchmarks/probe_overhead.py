@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from gradbalance import GradientProbe
-from gradbalance.examples import TinyAutoencoder, example_losses, make_example_target
+from gradbalance.targets.examples import TinyAutoencoder, example_losses, make_example_target
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "probe_overhead"
 

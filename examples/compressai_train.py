@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from gradbalance import Balancer, GradientProbe
-from gradbalance.export import atomic_write, atomic_write_text
+from gradbalance.io.atomic import atomic_write, atomic_write_text
 
 #: groups of the CompressAI zoo architectures (regexes on parameter names; absent modules are dropped).
 #: Other trainable parameters (the VBR models' Gain, QuantABCD, scale_to_context) form group "other".

@@ -2,19 +2,35 @@
 
 Measures each loss's share of the gradient reaching each parameter group (ST-LIC, Table I),
 derives loss coefficients that give target shares, and exports them into a training config.
-"""
-from gradbalance.balancer import Balancer
-from gradbalance.derive import DerivedCoefficients, derive_coefficients, derive_from_norms
-from gradbalance.export import export_config
-from gradbalance.groups import GroupSpec, ParameterGroups, partition_parameters
-from gradbalance.probe import GradientProbe
-from gradbalance.rebalance import Rebalanced, ShareCheck, compare_shares, rebalance
-from gradbalance.stats import StepStats, records_frame
-from gradbalance.table import ContributionTable
-from gradbalance.target import ProbeTarget, resolve_target
 
-__all__ = [
-    "Balancer", "ContributionTable", "DerivedCoefficients", "GradientProbe", "GroupSpec", "ParameterGroups",
-    "ProbeTarget", "Rebalanced", "ShareCheck", "StepStats", "compare_shares", "derive_coefficients",
-    "derive_from_norms", "export_config", "partition_parameters", "rebalance", "records_frame", "resolve_target",
-]
+Rooms by role: :mod:`gradbalance.probe` (what runs inside the user's backward),
+:mod:`gradbalance.functional` (stateless math: derive, rebalance), :mod:`gradbalance.report`
+(tables, plots, the paper's reference), :mod:`gradbalance.io` (runs on disk, config export, atomic
+writes), :mod:`gradbalance.targets` (the CLI's model plug-ins) and :mod:`gradbalance.integrations`
+(Lightning, accelerate; imported only by name). Every name below is imported on first use
+(PEP 562), so ``import gradbalance.io.atomic`` loads neither torch nor pandas.
+"""
+from gradbalance._lazy import lazy_exports
+
+_EXPORTS = {
+    "Balancer": "gradbalance.balancer",
+    "ContributionTable": "gradbalance.report.table",
+    "DerivedCoefficients": "gradbalance.functional.derive",
+    "GradientProbe": "gradbalance.probe.gradient_probe",
+    "GroupSpec": "gradbalance.probe.groups",
+    "ParameterGroups": "gradbalance.probe.groups",
+    "ProbeTarget": "gradbalance.targets.target",
+    "Rebalanced": "gradbalance.functional.rebalance",
+    "ShareCheck": "gradbalance.functional.rebalance",
+    "StepStats": "gradbalance.probe.stats",
+    "compare_shares": "gradbalance.functional.rebalance",
+    "derive_coefficients": "gradbalance.functional.derive",
+    "derive_from_norms": "gradbalance.functional.derive",
+    "export_config": "gradbalance.io.export",
+    "partition_parameters": "gradbalance.probe.groups",
+    "rebalance": "gradbalance.functional.rebalance",
+    "records_frame": "gradbalance.probe.stats",
+    "resolve_target": "gradbalance.targets.target",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -25,15 +25,16 @@ from typing import Optional
 import torch
 import yaml
 
-from gradbalance.derive import derive_coefficients
-from gradbalance.export import DEFAULT_BLOCK, atomic_write_text, export_config, load_yaml_mapping, loss_weight_block
-from gradbalance.preconditioned import supports_preconditioning
-from gradbalance.rebalance import compare_shares, rebalance
-from gradbalance.reference import ReferenceShares, comparison_markdown
-from gradbalance.reprobe import remeasure, run_target
-from gradbalance.run import ProbeRun, save_run, write_tables
-from gradbalance.scale_report import describe_scale
-from gradbalance.target import make_target
+from gradbalance.functional.derive import derive_coefficients
+from gradbalance.io.export import DEFAULT_BLOCK, export_config, load_yaml_mapping, loss_weight_block
+from gradbalance.io.atomic import atomic_write_text
+from gradbalance.probe.preconditioned import supports_preconditioning
+from gradbalance.functional.rebalance import compare_shares, rebalance
+from gradbalance.report.reference import ReferenceShares, comparison_markdown
+from gradbalance.targets.probe_loop import remeasure, run_target
+from gradbalance.io.run import ProbeRun, save_run, write_tables
+from gradbalance.report.scale_report import describe_scale
+from gradbalance.targets.target import make_target
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -76,7 +77,7 @@ def _probe(args: argparse.Namespace) -> int:
 
 def _report(run: ProbeRun, window: Optional[int], write: bool) -> None:
     """Print (and write) the raw and, when measured, the optimizer-aware tables and figures."""
-    from gradbalance.plots import save_plots
+    from gradbalance.report.plots import save_plots
 
     variants = [(False, "table", "gradient share (%)")]
     if run.has_precond:

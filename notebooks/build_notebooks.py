@@ -36,8 +36,8 @@ CONTRIBUTION_TABLES = [
         "Set `GRADBALANCE_RUN` to a run folder (default: `reports/table1`, written by "
         "`gradbalance probe --model stlic --steps 500`)."),
     new_code_cell(SETUP + """
-from gradbalance.plots import plot_heatmap, plot_shares_over_steps
-from gradbalance.run import ProbeRun, latest_run
+from gradbalance.report.plots import plot_heatmap, plot_shares_over_steps
+from gradbalance.io.run import ProbeRun, latest_run
 
 RUN = latest_run(os.environ.get("GRADBALANCE_RUN", ROOT / "reports" / "table1"))  # a run, or the newest in a folder
 run = ProbeRun.load(RUN)
@@ -109,7 +109,7 @@ DERIVE = [
 import yaml
 
 from gradbalance import derive_coefficients, export_config
-from gradbalance.run import ProbeRun, latest_run
+from gradbalance.io.run import ProbeRun, latest_run
 
 RUN = latest_run(os.environ.get("GRADBALANCE_RUN", ROOT / "reports" / "table1"))  # a run, or the newest in a folder
 OUT = Path(os.environ.get("DERIVED_OUT", ROOT / "configs" / "derived" / "notebook.yaml"))

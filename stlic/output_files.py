@@ -10,7 +10,7 @@ Every command that writes a file goes through :func:`check_output` before any wo
   leftover ``OUT.tmp`` file, directory or symlink is never written through), are synced, then
   moved over the output with ``os.replace`` (which replaces a symlink, never its target). The
   file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask;
-  mkstemp's own are ``0o600``). The writer is :func:`gradbalance.export.atomic_write`, shared
+  mkstemp's own are ``0o600``). The writer is :func:`gradbalance.io.atomic.atomic_write`, shared
   by both packages.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from gradbalance.export import atomic_write, atomic_write_text
+from gradbalance.io.atomic import atomic_write, atomic_write_text
 
 __all__ = ["same_file", "check_input_file", "check_output", "check_writable_folder", "atomic_write",
            "atomic_write_bytes", "atomic_write_text", "temporary_files", "read_input_bytes"]

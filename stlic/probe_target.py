@@ -51,10 +51,10 @@ PERCEPTUAL = ("lpips", "wasserstein", "adversarial")
 
 
 def paper_reference():
-    """The paper's Table I as a :class:`gradbalance.reference.ReferenceShares` (+ perceptual sum)."""
+    """The paper's Table I as a :class:`gradbalance.report.reference.ReferenceShares` (+ perceptual sum)."""
     import yaml
 
-    from gradbalance.reference import ReferenceShares
+    from gradbalance.report.reference import ReferenceShares
 
     shares = yaml.safe_load(resolve_config(PAPER_TABLE1).read_text(encoding="utf-8"))
     shares["refiner"] = {k: v for k, v in shares["refiner"].items() if k in PERCEPTUAL}  # "-" in the paper

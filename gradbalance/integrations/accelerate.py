@@ -26,9 +26,9 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch import Tensor
 
-from gradbalance.loss_weights import Weight
-from gradbalance.probe import GradientProbe
-from gradbalance.stats import StepStats
+from gradbalance.probe.loss_weights import Weight
+from gradbalance.probe.gradient_probe import GradientProbe
+from gradbalance.probe.stats import StepStats
 
 
 def accelerated_backward(accelerator: Accelerator, probe: GradientProbe, losses: Mapping[str, Tensor],

@@ -40,9 +40,9 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from gradbalance.balancer import Balancer
-from gradbalance.groups import GroupSpec
-from gradbalance.probe import GradientProbe
-from gradbalance.stats import StepStats
+from gradbalance.probe.groups import GroupSpec
+from gradbalance.probe.gradient_probe import GradientProbe
+from gradbalance.probe.stats import StepStats
 
 try:  # Lightning >= 2.? marks hook overrides
     from typing_extensions import override

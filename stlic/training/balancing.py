@@ -69,7 +69,7 @@ class BalancerConfig:
 
 def load_targets(targets: str) -> Union[str, dict]:
     """``"equal"``, or the mapping of a target YAML (a path, else relative to the repository)."""
-    from gradbalance.export import load_yaml_mapping
+    from gradbalance.io.export import load_yaml_mapping
     from stlic.paths import REPO_ROOT
 
     if targets == "equal":

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradbalance.examples import TinyAutoencoder, example_losses
+from gradbalance.targets.examples import TinyAutoencoder, example_losses
 
 
 @dataclass
@@ -82,7 +82,7 @@ CASES = {"mlp": make_mlp_case, "autoencoder_bn": make_autoencoder_case, "scale_h
 
 
 def group_parameters(model: nn.Module, spec) -> list[nn.Parameter]:
-    """Trainable parameters of a group spec, resolved independently of gradbalance.groups."""
+    """Trainable parameters of a group spec, resolved independently of gradbalance.probe.groups."""
     if isinstance(spec, str):
         import re
         return [p for n, p in model.named_parameters() if re.search(spec, n) and p.requires_grad]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradbalance.run import save_run
+from gradbalance.io.run import save_run
 
 
 def write_probe_run(folder, steps=4):

@@ -10,7 +10,7 @@ import torch
 
 from balancer_cases import INITIAL_WEIGHTS, TARGETS, drifting_toy
 from gradbalance import Balancer, GradientProbe, derive_coefficients
-from gradbalance.run import ProbeRun
+from gradbalance.io.run import ProbeRun
 from gradbalance_cases import make_mlp_case
 
 MLP_GROUPS = ("trunk", "head")

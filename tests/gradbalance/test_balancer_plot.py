@@ -8,7 +8,7 @@ from balancer_cases import INITIAL_WEIGHTS, TARGETS, drifting_toy
 from gradbalance import Balancer, GradientProbe
 from gradbalance.balance_plots import weights_vary
 from gradbalance.cli import main
-from gradbalance.run import save_run
+from gradbalance.io.run import save_run
 
 
 def test_plot_draws_weights_and_shares_of_a_balanced_run(tmp_path, capsys):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gradbalance import ContributionTable, GradientProbe, compare_shares, derive_coefficients, derive_from_norms
-from gradbalance.examples import TinyAutoencoder, example_losses
+from gradbalance.targets.examples import TinyAutoencoder, example_losses
 from gradbalance_cases import make_autoencoder_case, make_mlp_case
 
 

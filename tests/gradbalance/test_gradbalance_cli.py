@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from gradbalance.cli import main
-from gradbalance.run import ProbeRun
+from gradbalance.io.run import ProbeRun
 
 
 @pytest.fixture(scope="module")

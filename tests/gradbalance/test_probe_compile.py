@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gradbalance import GradientProbe
-from gradbalance.groups import partition_parameters
+from gradbalance.probe.groups import partition_parameters
 
 
 class TwoHeads(nn.Module):

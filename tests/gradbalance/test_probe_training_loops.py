@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from gradbalance import GradientProbe
-from gradbalance.per_loss import group_norm
+from gradbalance.probe.per_loss import group_norm
 from gradbalance_cases import brute_force_norms
 from test_probe import assert_same_grads, plain_backward, snapshot_grads
 
@@ -127,7 +127,7 @@ def test_absent_nonfinite_and_zero_are_kept_apart(tmp_path):
     assert np.isnan(table.mean.loc["fit", "b"])  # not renormalised to 100 % without 'broken'
     assert table.cell("fit", "b") == "non-finite" and table.cell("zero", "c") == "zero"
     assert table.cell("zero", "a") == "-" and table.cell("fit", "c") == "-"
-    from gradbalance.plots import plot_heatmap, shares_over_steps
+    from gradbalance.report.plots import plot_heatmap, shares_over_steps
 
     over_steps = shares_over_steps(probe.records).set_index(["loss", "group"])
     assert over_steps.loc[("fit", "b"), "state"] == "nonfinite" and over_steps.loc[("zero", "c"), "state"] == "undefined"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gradbalance import GradientProbe, derive_coefficients
-from gradbalance.table import WarmupOnlyError
+from gradbalance.report.table import WarmupOnlyError
 from gradbalance_cases import make_mlp_case
 
 

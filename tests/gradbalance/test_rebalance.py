@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gradbalance import compare_shares, derive_coefficients, rebalance
-from gradbalance.examples import TinyAutoencoder
+from gradbalance.targets.examples import TinyAutoencoder
 from test_derive import BASE, HIDDEN, as_target, measure_steps, varying_batches
 
 

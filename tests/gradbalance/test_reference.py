@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from gradbalance.reference import ReferenceShares, compare, comparison_markdown
-from gradbalance.table import ContributionTable
+from gradbalance.report.reference import ReferenceShares, compare, comparison_markdown
+from gradbalance.report.table import ContributionTable
 
 
 def _table() -> ContributionTable:

@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from gradbalance.run import RECORDS, ProbeRun
+from gradbalance.io.run import RECORDS, ProbeRun
 from probe_run_files import write_probe_run
 
 

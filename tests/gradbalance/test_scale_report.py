@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from gradbalance.scale_report import describe_scale
+from gradbalance.report.scale_report import describe_scale
 
 
 def test_a_range_with_multiplier_one_is_kept_and_scalars_are_not_operating_points():

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from gradbalance import ContributionTable, GradientProbe
-from gradbalance.run import ProbeRun, save_run
+from gradbalance.io.run import ProbeRun, save_run
 
 rng = np.random.default_rng(0)
 STEPS = [0, 10, 20, 30]

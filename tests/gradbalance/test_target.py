@@ -5,18 +5,18 @@ import numpy as np
 import pytest
 
 from gradbalance import GradientProbe, ProbeTarget, resolve_target
-from gradbalance.examples import make_example_target
-from gradbalance.target import available_targets, make_target
+from gradbalance.targets.examples import make_example_target
+from gradbalance.targets.target import available_targets, make_target
 
 
 def test_resolve_entry_point_and_module_callable():
     assert "example" in available_targets()
     assert resolve_target("example") is make_example_target
-    assert resolve_target("gradbalance.examples:make_example_target") is make_example_target
+    assert resolve_target("gradbalance.targets.examples:make_example_target") is make_example_target
     with pytest.raises(ValueError, match="unknown probe target 'nope'"):
         resolve_target("nope")
     with pytest.raises(ValueError, match="no attribute"):
-        resolve_target("gradbalance.examples:nope")
+        resolve_target("gradbalance.targets.examples:nope")
     with pytest.raises(ValueError, match="does not accept option"):
         make_target("example", colour="red")
 

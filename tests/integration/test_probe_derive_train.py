@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from gradbalance.run import ProbeRun
+from gradbalance.io.run import ProbeRun
 
 from .cli_runs import ROOT, run_cli, training_images
 

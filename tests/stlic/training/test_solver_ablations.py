@@ -41,7 +41,7 @@ def test_coupled_puts_every_loss_on_the_decoder_output_and_leaves_the_refiner_un
 
 
 def test_the_probe_target_of_a_coupled_run_measures_the_main_network_only(photos):
-    from gradbalance.reprobe import run_target
+    from gradbalance.targets.probe_loop import run_target
 
     target = STLICProbeTarget(solver=STLICSolver(fast_config(arrangement="coupled"), data=[photos]), description="")
     assert list(target.groups) == ["main"]

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from stlic_training_helpers import fast_config, training_records
-from gradbalance.run import ProbeRun
+from gradbalance.io.run import ProbeRun
 from stlic.training.checkpoint import load_checkpoint
 from stlic.training.config import ConfigError, TrainConfig
 from stlic.training.solver import STLICSolver

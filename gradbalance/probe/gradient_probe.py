@@ -6,7 +6,7 @@ each loss in the gradient reaching each module). Instead of the naive measuremen
 ``autograd.grad`` per loss, then a second full backward of the weighted sum), each loss is
 differentiated exactly once and ``w_i g_i`` is accumulated into ``.grad`` by the probe, so a probed
 step costs N backward passes instead of N + 1 and leaves the same ``.grad`` as
-``sum(w_i L_i).backward()`` (every leaf the losses reach included, see :mod:`gradbalance.per_loss`).
+``sum(w_i L_i).backward()`` (every leaf the losses reach included, see :mod:`gradbalance.probe.per_loss`).
 
 Example::
 
@@ -31,18 +31,18 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from gradbalance.compiled_reach import CompiledReach, compiled_wrappers
-from gradbalance.cosines import group_cosines
-from gradbalance.distributed import average_across_ranks
-from gradbalance.groups import GroupSpec, ParameterGroups, partition_parameters
-from gradbalance.loss_weights import Weight, backward_into_weights, call_weights
-from gradbalance.optimizer_window import OptimizerWindow, immediate_precond_norms
-from gradbalance.per_loss import Grads, accumulate, grads_by_autograd, grads_by_backward, group_norm
-from gradbalance.probe_inputs import group_index as _group_index, probe_inputs
-from gradbalance.preconditioned import adam_step, check_optimizer
-from gradbalance.reachability import describe_pairs, no_path_pairs
-from gradbalance.stats import ADAM_WARMUP, StepStats, cosine_frame, records_frame, stats_from_records
-from gradbalance.table import ContributionTable
+from gradbalance.probe.compiled_reach import CompiledReach, compiled_wrappers
+from gradbalance.probe.cosines import group_cosines
+from gradbalance.probe.distributed import average_across_ranks
+from gradbalance.probe.groups import GroupSpec, ParameterGroups, partition_parameters
+from gradbalance.probe.loss_weights import Weight, backward_into_weights, call_weights
+from gradbalance.probe.optimizer_window import OptimizerWindow, immediate_precond_norms
+from gradbalance.probe.per_loss import Grads, accumulate, grads_by_autograd, grads_by_backward, group_norm
+from gradbalance.probe.probe_inputs import group_index as _group_index, probe_inputs
+from gradbalance.probe.preconditioned import adam_step, check_optimizer
+from gradbalance.probe.reachability import describe_pairs, no_path_pairs
+from gradbalance.probe.stats import ADAM_WARMUP, StepStats, cosine_frame, records_frame, stats_from_records
+from gradbalance.report.table import ContributionTable
 
 
 log = logging.getLogger("gradbalance.probe")
@@ -53,14 +53,14 @@ class GradientProbe:
 
     Args:
         model: the module whose parameters are probed (a DDP wrapper is unwrapped).
-        groups: ``{name: spec}``, see :mod:`gradbalance.groups`; must be disjoint.
+        groups: ``{name: spec}``, see :mod:`gradbalance.probe.groups`; must be disjoint.
         loss_order: row order of tables (losses not listed are appended in call order).
         every: probe every ``every``-th call of :meth:`backward`, plain backward otherwise; with an
             ``optimizer``, every ``every``-th optimizer step (all backward calls of that step, so
             accumulated micro-batches are probed together).
         optimizer: an Adam/AdamW optimizer of the model: adds optimizer-aware ``precond_norm``,
             computed in a step pre-hook from the gradient the step really uses (after unscaling,
-            clipping and accumulation; see :mod:`gradbalance.preconditioned`).
+            clipping and accumulation; see :mod:`gradbalance.probe.preconditioned`).
         scaler: a ``torch.amp.GradScaler``: losses are scaled before differentiation (so ``.grad``
             is scaled, as ``scaler.step`` expects) and norms are divided by ``scaler.get_scale()``.
         cosine: also record the pairwise cosine between the losses' gradients in each group.
@@ -71,7 +71,7 @@ class GradientProbe:
 
     ``requires_grad`` is read on every call: parameters frozen or unfrozen after construction are
     skipped or measured from then on. Under torch.distributed the probe averages gradients across
-    ranks itself (see :mod:`gradbalance.distributed`): run the forward of probed steps under
+    ranks itself (see :mod:`gradbalance.probe.distributed`): run the forward of probed steps under
     ``ddp_model.no_sync()`` (:meth:`no_sync_if_probing`).
     """
 
@@ -119,7 +119,7 @@ class GradientProbe:
 
         ``losses`` are unweighted scalar tensors; a loss missing from ``weights`` has weight 1. A
         weight that requires grad (uncertainty weighting) receives ``scale * L_i`` through it
-        (:mod:`gradbalance.loss_weights`). ``scale`` is the training loop's own loss scaling, e.g.
+        (:mod:`gradbalance.probe.loss_weights`). ``scale`` is the training loop's own loss scaling, e.g.
         ``1 / gradient_accumulation_steps`` as ``accelerator.backward`` divides the loss: ``.grad``
         gets it, the recorded norms do not (they stay those of the unscaled ``w_i L_i``).
         Returns the step's :class:`StepStats` on probed steps, None otherwise (its

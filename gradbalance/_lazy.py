@@ -1,0 +1,55 @@
+"""Lazy package exports and moved-module shims (PEP 562 module ``__getattr__``).
+
+In the manner of torchjd: a package's face is its ``__all__``, each name imported from its submodule
+on first use, so importing a small utility (``gradbalance.io.atomic``) does not import the probe,
+pandas or matplotlib. A module that moved keeps its old path as a shim that forwards every name
+with a :class:`DeprecationWarning` naming the new path. Imports nothing of gradbalance.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import warnings
+from collections.abc import Callable, Mapping
+
+# Modules being rewritten elsewhere that still import old paths; they get no warning until they move.
+_PENDING = frozenset({"gradbalance.balancer", "gradbalance.balance_spec", "gradbalance.balance_plots",
+                      "gradbalance.target_shares"})
+
+
+def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable, Callable]:
+    """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps each public name to the submodule
+    that defines it; other public names fall back to a submodule of that name (``gradbalance.table``)."""
+
+    def __getattr__(name: str):
+        if name in exports:
+            value = getattr(importlib.import_module(exports[name]), name)
+        elif not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}") is not None:
+            value = importlib.import_module(f"{package}.{name}")
+        else:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(exports))
+
+    return __getattr__, __dir__
+
+
+def moved(old: str, *new: str) -> Callable:
+    """``__getattr__`` of the shim left at ``old``: each name is taken from the first of the ``new``
+    modules that has it, with a DeprecationWarning pointing the caller at that module."""
+
+    def __getattr__(name: str):
+        for path in new:
+            module = importlib.import_module(path)
+            if hasattr(module, name):
+                if sys._getframe(1).f_globals.get("__name__") not in _PENDING:
+                    warnings.warn(f"{old} moved to {path}: import {name} from {path}", DeprecationWarning,
+                                  stacklevel=2)
+                return getattr(module, name)
+        raise AttributeError(f"module {old!r} (moved to {', '.join(new)}) has no attribute {name!r}")
+
+    return __getattr__
