@@ -10,17 +10,28 @@ normalizes the loss), AMP (the precision plugin's ``GradScaler``) and DDP (teste
   (cells with no path are not logged; they are named once in the log at the first probed step);
 * ``gradbalance/weight/<loss>``: the weight in force (the Balancer's coefficients with ``targets``).
 
-Example::
+Example (a real fit of four steps, probing every second one):
 
-    class Codec(L.LightningModule):
-        def training_step(self, batch, batch_idx):
-            out = self.net(batch)
-            return {"bpp": bpp(out), "mse": mse(out["x_hat"], batch)}      # unweighted
-
-    callback = GradBalanceCallback({"g_a": r"^net\\.g_a\\.", "g_s": r"^net\\.g_s\\."},
-                                   weights={"bpp": 1.0, "mse": 0.013 * 255 ** 2}, every=10)
-    L.Trainer(callbacks=[callback]).fit(Codec(), loader)
-    callback.probe.table()                       # Table I over the probed steps
+    >>> import torch
+    >>> import lightning.pytorch as L
+    >>> from torch import nn
+    >>> class Codec(L.LightningModule):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.g_a, self.g_s = nn.Linear(4, 2), nn.Linear(2, 4)
+    ...     def training_step(self, x, batch_idx):
+    ...         y = self.g_a(x)
+    ...         return {"bpp": y.abs().mean(), "mse": (self.g_s(y) - x).pow(2).mean()}  # unweighted
+    ...     def configure_optimizers(self):
+    ...         return torch.optim.SGD(self.parameters(), lr=0.01)
+    >>> callback = GradBalanceCallback({"g_a": r"^g_a\\.", "g_s": r"^g_s\\."}, weights={"bpp": 0.1, "mse": 1.0},
+    ...                                every=2)
+    >>> trainer = L.Trainer(max_steps=4, callbacks=[callback], logger=False, enable_checkpointing=False,
+    ...                     enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    >>> trainer.fit(Codec(), torch.utils.data.DataLoader(torch.randn(8, 4), batch_size=2))
+    >>> table = callback.probe.table()           # Table I over the probed steps
+    >>> table.steps, table.to_frame().loc["bpp", "g_s"]
+    ((0, 2), '-')
 
 With ``targets={group: {loss: percent}}`` a :class:`gradbalance.Balancer` sets the weights instead.
 Lightning offers no hook between ``training_step`` and its check of the returned dict, so the callback

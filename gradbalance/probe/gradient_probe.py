@@ -8,13 +8,28 @@ differentiated exactly once and ``w_i g_i`` is accumulated into ``.grad`` by the
 step costs N backward passes instead of N + 1 and leaves the same ``.grad`` as
 ``sum(w_i L_i).backward()`` (every leaf the losses reach included, see :mod:`gradbalance.probe.per_loss`).
 
-Example::
+In a training loop: ``probe = GradientProbe(model, {"encoder": model.g_a, "decoder": model.g_s},
+every=10)``, then ``probe.backward({"rate": bpp, "l2": mse}, {"rate": lmbda, "l2": 1.0})`` instead of
+``(lmbda * bpp + mse).backward()``, before ``optimizer.step()``. A two-layer model whose rate term
+stops at the encoder (weights set so both losses pull equally on it):
 
-    probe = GradientProbe(model, {"encoder": model.g_a, "decoder": model.g_s}, every=10)
-    losses = {"rate": bpp, "l2": mse}
-    probe.backward(losses, {"rate": lmbda, "l2": 1.0})   # instead of (lmbda*bpp + mse).backward()
-    optimizer.step()
-    print(probe.table().to_markdown())
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
+    >>> with torch.no_grad():
+    ...     for layer, value in zip(model, (0.5, 1.0)):
+    ...         _ = layer.weight.fill_(value), layer.bias.zero_()
+    >>> probe = GradientProbe(model, {"encoder": model[0], "decoder": model[1]}, every=10)
+    >>> z = model[0](torch.ones(4, 3))
+    >>> losses = {"rate": z.abs().mean(), "l2": model[1](z).pow(2).mean()}
+    >>> stats = probe.backward(losses, {"rate": 12.0, "l2": 1.0})  # (12 * rate + l2).backward(), probed
+    >>> print(probe.table().to_markdown())
+    | loss | encoder | decoder |
+    |---|---:|---:|
+    | rate | 50.0 ± 0.0 | - |
+    | l2 | 50.0 ± 0.0 | 100.0 ± 0.0 |
+    <BLANKLINE>
+    mean ± std over 1 probed step (0); -: no path from rate to decoder
 """
 from __future__ import annotations
 
