@@ -1,4 +1,4 @@
-"""gradbalance/run.py: a truncated records.csv is read with a warning saying what is missing."""
+"""gradbalance/io/run.py: a truncated records.csv is read with a warning saying what is missing."""
 from __future__ import annotations
 
 import warnings
