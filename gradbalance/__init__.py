@@ -34,3 +34,9 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+# The old module path gradbalance.rebalance (a shim) shares its name with the function rebalance.
+# Loading a submodule binds its name on the package, so load the shim now (it imports only _lazy)
+# and unbind it: the name then resolves to the function, however the shim is imported later.
+__import__("gradbalance.rebalance")
+del globals()["rebalance"]

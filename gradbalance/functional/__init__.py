@@ -1,7 +1,8 @@
 """Stateless math, in the torchmetrics manner of a functional core beside the stateful classes.
 
 :mod:`~gradbalance.functional.derive` solves for the loss coefficients that give target shares;
-:mod:`~gradbalance.functional.rebalance` re-measures and corrects them. Names import lazily.
+:mod:`~gradbalance.functional.rebalance` re-measures and corrects them (the function ``rebalance``
+is ``gradbalance.rebalance``; here the name is its module). Names import lazily.
 """
 from gradbalance._lazy import lazy_exports
 
@@ -12,7 +13,6 @@ _EXPORTS = {
     "Rebalanced": "gradbalance.functional.rebalance",
     "ShareCheck": "gradbalance.functional.rebalance",
     "compare_shares": "gradbalance.functional.rebalance",
-    "rebalance": "gradbalance.functional.rebalance",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -19,6 +19,7 @@ import gradbalance
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "gradbalance"
 HEAVY = ("torch", "pandas", "matplotlib", "numpy")
+LIGHT = {"gradbalance", "gradbalance._lazy", "gradbalance.rebalance"}  # the top level and its one eager shim
 
 # old module path -> where its names live now
 MOVED = {
@@ -70,20 +71,31 @@ def test_every_public_name_still_imports_from_the_top(name):
     assert value is getattr(importlib.import_module(HOMES[name]), name)
 
 
+def test_a_shim_sharing_a_public_name_leaves_the_name_alone():
+    """``gradbalance.rebalance`` is the function even after the old module path is imported."""
+    code = ("import warnings\nwarnings.simplefilter('ignore')\nimport gradbalance.rebalance\nimport gradbalance\n"
+            "from gradbalance.rebalance import rebalance as old\n"
+            "print(gradbalance.rebalance is old, callable(gradbalance.rebalance))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.split() == ["True", "True"]
+
+
 def test_the_top_level_loads_nothing_until_asked():
-    assert _fresh_modules("import gradbalance") == {"gradbalance": ["gradbalance", "gradbalance._lazy"], "heavy": []}
+    assert _fresh_modules("import gradbalance") == {
+        "gradbalance": ["gradbalance", "gradbalance._lazy", "gradbalance.rebalance"], "heavy": []}
 
 
 @pytest.mark.parametrize("module", ["gradbalance.io.atomic", "gradbalance.io.export", "stlic.output_files"])
 def test_an_atomic_write_loads_neither_torch_nor_pandas(module):
     loaded = _fresh_modules(f"import {module}")
     assert loaded["heavy"] == []
-    assert all(m in ("gradbalance", "gradbalance._lazy") or m.startswith("gradbalance.io") for m in loaded["gradbalance"])
+    assert all(m in LIGHT or m.startswith("gradbalance.io") for m in loaded["gradbalance"])
 
 
 def test_io_imports_nothing_else_of_gradbalance():
     loaded = _fresh_modules("import gradbalance.io.run, gradbalance.io.export, gradbalance.io.atomic")
-    assert sorted(set(loaded["gradbalance"]) - {"gradbalance", "gradbalance._lazy"}) == [
+    assert sorted(set(loaded["gradbalance"]) - LIGHT) == [
         "gradbalance.io", "gradbalance.io.atomic", "gradbalance.io.export", "gradbalance.io.run"]
 
 
