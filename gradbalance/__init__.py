@@ -10,7 +10,7 @@ writes), :mod:`gradbalance.targets` (the CLI's model plug-ins) and :mod:`gradbal
 (Lightning, accelerate; imported only by name). Every name below is imported on first use
 (PEP 562), so ``import gradbalance.io.atomic`` loads neither torch nor pandas.
 """
-from gradbalance._lazy import lazy_exports
+from gradbalance._lazy import lazy_exports as _lazy_exports
 
 _EXPORTS = {
     "Balancer": "gradbalance.balancer",
@@ -33,7 +33,7 @@ _EXPORTS = {
     "resolve_target": "gradbalance.targets.target",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 
 # The old module path gradbalance.rebalance (a shim) shares its name with the function rebalance.
 # Loading a submodule binds its name on the package, so load the shim now (it imports only _lazy)

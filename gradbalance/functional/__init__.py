@@ -4,7 +4,7 @@
 :mod:`~gradbalance.functional.rebalance` re-measures and corrects them (the function ``rebalance``
 is ``gradbalance.rebalance``; here the name is its module). Names import lazily.
 """
-from gradbalance._lazy import lazy_exports
+from gradbalance._lazy import lazy_exports as _lazy_exports
 
 _EXPORTS = {
     "DerivedCoefficients": "gradbalance.functional.derive",
@@ -15,4 +15,4 @@ _EXPORTS = {
     "compare_shares": "gradbalance.functional.rebalance",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

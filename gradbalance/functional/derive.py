@@ -208,7 +208,13 @@ def derive_from_norms(norms: Union[pd.DataFrame, Sequence[pd.DataFrame]], weight
     ``norms``: one frame (losses x groups) of weighted norms ``||w_l dL_l/dθ_g||`` (NaN: the loss
     does not reach the group), e.g. an EMA, or a sequence of such frames, one per step. ``weights``
     are the weights they were measured with. ``target``, ``fixed``, ``current``: as in
-    :func:`derive_coefficients`; ``result.coefficients`` are the new weights.
+    :func:`derive_coefficients`; ``result.coefficients`` are the new weights. Norms scale linearly with
+    the weights, so a rate norm of 1 against an l2 norm of 3 needs 3x the rate weight for 50/50:
+
+    >>> norms = pd.DataFrame({"main": [1.0, 3.0]}, index=["rate", "l2"])
+    >>> result = derive_from_norms(norms, {"rate": 1.0, "l2": 1.0}, {"main": {"rate": 50, "l2": 50}}, fixed={"l2": 1.0})
+    >>> {loss: round(c, 6) for loss, c in result.coefficients.items()}, result.predicted["main"].round(6).tolist()
+    ({'rate': 3.0, 'l2': 1.0}, [50.0, 50.0])
     """
     frames = [norms] if isinstance(norms, pd.DataFrame) else list(norms)
     if not frames:

@@ -6,7 +6,7 @@ This is where ``torch.compile``, autocast and DDP must be right: per-loss gradie
 Adam-preconditioned norms (:mod:`~gradbalance.probe.preconditioned`,
 :mod:`~gradbalance.probe.optimizer_window`), cosines and cross-rank averaging. Names import lazily.
 """
-from gradbalance._lazy import lazy_exports
+from gradbalance._lazy import lazy_exports as _lazy_exports
 
 _EXPORTS = {
     "GradientProbe": "gradbalance.probe.gradient_probe",
@@ -17,4 +17,4 @@ _EXPORTS = {
     "records_frame": "gradbalance.probe.stats",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

@@ -3,7 +3,7 @@
 The only room that imports matplotlib (:mod:`~gradbalance.report.plots`, on first use of a plot).
 Names import lazily, so ``gradbalance.report.table`` does not load matplotlib.
 """
-from gradbalance._lazy import lazy_exports
+from gradbalance._lazy import lazy_exports as _lazy_exports
 
 _EXPORTS = {
     "ContributionTable": "gradbalance.report.table",
@@ -16,4 +16,4 @@ _EXPORTS = {
     "save_plots": "gradbalance.report.plots",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

@@ -2,7 +2,7 @@
 resolution through the ``gradbalance.targets`` entry points, the bundled example target and the
 probe loop that runs one (:mod:`~gradbalance.targets.probe_loop`). Names import lazily.
 """
-from gradbalance._lazy import lazy_exports
+from gradbalance._lazy import lazy_exports as _lazy_exports
 
 _EXPORTS = {
     "ProbeTarget": "gradbalance.targets.target",
@@ -14,4 +14,4 @@ _EXPORTS = {
     "run_target": "gradbalance.targets.probe_loop",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
