@@ -10,7 +10,7 @@ writes), :mod:`gradbalance.targets` (the CLI's model plug-ins) and :mod:`gradbal
 (Lightning, accelerate; imported only by name). Every name below is imported on first use
 (PEP 562), so ``import gradbalance.io.atomic`` loads neither torch nor pandas.
 """
-from gradbalance._lazy import lazy_exports as _lazy_exports
+from gradbalance._lazy import install_moved as _install_moved, lazy_exports as _lazy_exports
 
 _EXPORTS = {
     "Balancer": "gradbalance.balancer",
@@ -35,8 +35,24 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 
+# Old flat module paths (before the rooms, issue 19 item 9) -> where their names live now. They still
+# import (no file: _lazy.MovedModules), each name with a DeprecationWarning naming its new module.
+_PROBE = ("compiled_reach", "cosines", "distributed", "groups", "loss_weights", "optimizer_window", "per_loss",
+          "preconditioned", "probe_inputs", "reachability", "stats")
+_MOVED = {
+    **{f"gradbalance.{name}": (f"gradbalance.probe.{name}",) for name in _PROBE},
+    **{f"gradbalance.{name}": (f"gradbalance.functional.{name}",) for name in ("derive", "rebalance")},
+    **{f"gradbalance.{name}": (f"gradbalance.report.{name}",) for name in ("plots", "reference", "scale_report", "table")},
+    "gradbalance.run": ("gradbalance.io.run",),
+    "gradbalance.export": ("gradbalance.io.export", "gradbalance.io.atomic"),
+    "gradbalance.target": ("gradbalance.targets.target",),
+    "gradbalance.examples": ("gradbalance.targets.examples",),
+    "gradbalance.reprobe": ("gradbalance.targets.probe_loop",),
+}
+_install_moved(_MOVED)
+
 # The old module path gradbalance.rebalance (a shim) shares its name with the function rebalance.
-# Loading a submodule binds its name on the package, so load the shim now (it imports only _lazy)
+# Loading a submodule binds its name on the package, so load the shim now (no file, nothing imported)
 # and unbind it: the name then resolves to the function, however the shim is imported later.
 __import__("gradbalance.rebalance")
 del globals()["rebalance"]

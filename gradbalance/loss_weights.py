@@ -1,4 +1,0 @@
-"""Moved to :mod:`gradbalance.probe.loss_weights`; this path still imports, with a DeprecationWarning."""
-from gradbalance._lazy import moved
-
-__getattr__ = moved(__name__, "gradbalance.probe.loss_weights")

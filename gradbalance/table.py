@@ -1,4 +1,0 @@
-"""Moved to :mod:`gradbalance.report.table`; this path still imports, with a DeprecationWarning."""
-from gradbalance._lazy import moved
-
-__getattr__ = moved(__name__, "gradbalance.report.table")
