@@ -4,8 +4,9 @@
 the container of :mod:`stlic.codec.bitstream`; ``decompress_image`` checks the container, the
 model fingerprint, a decoder size limit and the layout of both strings against the image size
 *before* the networks allocate anything. A decoder whose entropy parameters differ from the
-encoder's fails the strings' symbol checksum: the error names the encoder's device and numerics
-(stored in the container). The rate is the file size: ``bpp = 8 * len(file) / (H * W)``,
+encoder's fails the strings' symbol checksum: the error names what differs between the encoder's
+device and numerics (stored in the container) and the decoder's, or, when nothing does, says the
+file is damaged. The rate is the file size: ``bpp = 8 * len(file) / (H * W)``,
 header and checksums included.
 """
 from __future__ import annotations
@@ -131,11 +132,23 @@ def decompress_image(model: nn.Module, data: bytes, max_pixels: int = DECODE_MAX
     except SymbolChecksumError as error:
         if error.latent != "y":
             raise
-        here = numerics(model)
-        raise SymbolChecksumError(
-            f"{error}; the file was encoded with '{container.encoder}', this decoder runs '{here}': "
-            "decode with the encoder's device and numerics", error.latent,
-        ) from None
+        raise SymbolChecksumError(checksum_message(container.encoder, numerics(model)), error.latent) from None
+
+
+def checksum_message(encoder: str, decoder: str) -> str:
+    """Why the y symbols failed their checksum: what differs between the encoder's numerics and
+    this decoder's (``"cpu float64 torch 2.9.1"``), or, when nothing does, a damaged file."""
+    head = "decoded latent y fails the encoder's checksum of CDF indexes and symbols"
+    if encoder == decoder:
+        return (f"{head}: the file is damaged (its container checksum holds, but encoder and decoder "
+                f"numerics are the same, '{decoder}', so the strings themselves were changed)")
+    names = ("device", "precision", "library")
+    old, new = encoder.split(" ", 2), decoder.split(" ", 2)
+    differ = [f"{name} '{a}' -> '{b}'" for name, a, b in zip(names, old, new) if a != b]
+    if len(old) != 3 or len(new) != 3 or not differ:
+        differ = [f"'{encoder}' -> '{decoder}'"]
+    return (f"{head}: encoder and decoder differ in {', '.join(differ)} (file encoded with '{encoder}', "
+            f"this decoder runs '{decoder}'); decode with the encoder's numerics, or the file is damaged")
 
 
 def bits_per_pixel(data: bytes, image: Tensor) -> float:
