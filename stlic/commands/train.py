@@ -6,7 +6,8 @@
 ``--init CHECKPOINT`` starts the main network from trained weights (phase 2 of ST-LIC from a
 phase-1 ``model.pt`` or an official LALIC checkpoint; refiner = identity, fresh optimizers).
 ``--resume`` continues exactly from ``RUN/checkpoint.pt`` (the config stored there unless
-``--config`` is given, which must build the same model). A NaN / inf loss or gradient stops
+``--config`` is given, which must build the same model); ``--steps`` below the checkpoint's
+step is refused (nothing to train), equal to it trains nothing and re-exports the model. A NaN / inf loss or gradient stops
 training with exit status 3 and leaves the last good checkpoint in place.
 
 The run folder is locked while training (:mod:`stlic.training.run_lock`; a second ``stlic train``
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     from stlic.checkpoints import save_model_checkpoint
     from stlic.output_files import check_writable_folder
-    from stlic.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from stlic.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, resume_target
     from stlic.training.distributed import init_distributed
     from stlic.training.finite import NonFiniteLossError
     from stlic.training.run_lock import RunLock
@@ -126,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         config = _config(args, state)
         if state is not None and args.config is not None:
             _check_same_model(config, state, out)
+        if state is not None:
+            target = resume_target(out / CHECKPOINT_NAME, state["step"], args.steps, config.schedule.total_steps)
+            if target == state["step"]:
+                print(f"nothing to train: {out} is already at step {target}; exporting its model", file=sys.stderr)
         solver = STLICSolver(config, device=device, out_dir=out, data=args.data, context=context)
         if state is not None:
             solver.load_state_dict(state)

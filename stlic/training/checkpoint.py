@@ -37,7 +37,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                          f"{load_error_summary(error)}") from None
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise ValueError(f"{str(path)!r} is not an ST-LIC training checkpoint (no 'step'/'model')")
+    step = state["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ValueError(f"{str(path)!r}: field step must be an integer >= 0, got {step!r} (the file was edited "
+                         "or damaged)")
     return state
+
+
+def resume_target(path: str | Path, step: int, steps: int | None, total: int) -> int:
+    """The step a run resumed at ``step`` trains to: ``steps`` (``--steps``), else the schedule's
+    ``total``. One below ``step`` is refused: training cannot go back, and exporting the later
+    weights as if they were the earlier step's would mislead."""
+    target, what = (total, "the schedule's total") if steps is None else (steps, "--steps")
+    if target < step:
+        raise ValueError(f"{str(path)!r} is at step {step}, past {what} {target}: nothing to train (a run cannot "
+                         f"go back; give --steps above {step} to continue it, or --force to start over)")
+    return target
 
 
 def capture_rng_state() -> dict[str, Any]:
