@@ -21,6 +21,7 @@ from torch import Tensor
 
 from stlic.codec.bitstream import BitstreamError, Container, parse_container, write_container
 from stlic.codec.fingerprint import model_fingerprint
+from stlic.codec.memory import memory_guard
 from stlic.entropy.rans_stream import LatentStringError, SymbolChecksumError, split_chunks
 from stlic.models.lalic import SIZE_MULTIPLE
 from stlic.models.outputs import DecodedImage
@@ -61,12 +62,29 @@ def numerics(model: nn.Module) -> str:
     return f"{device.type} {str(dtype).removeprefix('torch.')} torch {torch.__version__}"
 
 
+def check_decodable_size(height: int, width: int, max_pixels: int = DECODE_MAX_PIXELS) -> None:
+    """Refuse an image the decoder would refuse (over ``max_pixels``), before encoding it."""
+    if height < 1 or width < 1:
+        raise ValueError(f"image of {height}x{width} pixels is empty")
+    if height * width > max_pixels:
+        raise ValueError(
+            f"image of {width}x{height} = {height * width} pixels exceeds the decoder's limit of {max_pixels} "
+            "pixels, so its file could not be decoded; compress a downscaled or cropped copy"
+        )
+
+
 @torch.no_grad()
-def compress_image(model: nn.Module, image: Tensor, level: float) -> bytes:
-    """Encode one image (values in [0, 1], any size) into ``.stlic`` bytes."""
+def compress_image(model: nn.Module, image: Tensor, level: float, max_pixels: int = DECODE_MAX_PIXELS) -> bytes:
+    """Encode one image (values in [0, 1], any size up to ``max_pixels``) into ``.stlic`` bytes.
+
+    The size and the memory the encoder needs (:mod:`stlic.codec.memory`) are checked first."""
     batch = _as_batch(image)
     level = coding_level(model, level)
-    compressed = model.compress(batch.to(next(model.parameters()).device), level)
+    height, width = (int(s) for s in batch.shape[-2:])
+    check_decodable_size(height, width, max_pixels)
+    device = next(model.parameters()).device
+    with memory_guard("compress", model.config, height, width, device):
+        compressed = model.compress(batch.to(device), level)
     container = Container(
         fingerprint=model_fingerprint(model),
         encoder=numerics(model),
@@ -126,9 +144,12 @@ def decompress_image(model: nn.Module, data: bytes, max_pixels: int = DECODE_MAX
     """
     container = read_container(model, data, max_pixels)
     strings = [list(group) for group in container.strings]
+    height, width = container.original_size
     try:
-        return model.decompress(strings, container.latent_shape, container.level, container.original_size,
-                                refine=refine)
+        with memory_guard("decompress", model.config, height, width, next(model.parameters()).device,
+                          decode=True, refine=refine):
+            return model.decompress(strings, container.latent_shape, container.level, container.original_size,
+                                    refine=refine)
     except SymbolChecksumError as error:
         if error.latent != "y":
             raise
