@@ -113,8 +113,10 @@ def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...]) 
 
 def load_error_summary(error: BaseException, limit: int = 160) -> str:
     """``Type: first line`` of a ``torch.load`` failure (torch's messages run to a screenful)."""
-    lines = str(error).strip().splitlines()
-    first = lines[0].strip() if lines else ""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if first.endswith(":") and len(lines) > 1:  # "Error(s) in loading state_dict for STLIC:" + the keys
+        first = f"{first} {lines[1]}"
     return f"{type(error).__name__}: {first[:limit]}{'...' if len(first) > limit else ''}"
 
 

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"nothing to train: {out} is already at step {target}; exporting its model", file=sys.stderr)
         solver = STLICSolver(config, device=device, out_dir=out, data=args.data, context=context)
         if state is not None:
-            solver.load_state_dict(state)
+            solver.load_state_dict(state, source=out / CHECKPOINT_NAME)
             print(f"resuming {out} from step {solver.step}", file=sys.stderr)
         elif args.init:
             from stlic.training.initialize import init_main_network
