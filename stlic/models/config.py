@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -46,7 +47,7 @@ _INTEGERS = {"hyper_depth": 0, "block_hidden_rate": 1, "context_blocks": 0, "con
 
 
 def _is_integer(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
 
 
 def check_field_types(values: Mapping[str, Any]) -> None:
@@ -63,7 +64,7 @@ def check_field_types(values: Mapping[str, Any]) -> None:
             raise ValueError(f"field {name} must be an integer >= {low}, got {values[name]!r}")
     lambdas = values["rate_lambdas"]
     if not (isinstance(lambdas, (list, tuple)) and lambdas and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in lambdas)):
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in lambdas)):
         raise ValueError(f"field rate_lambdas must be a list of positive numbers, got {lambdas!r}")
 
 
@@ -94,8 +95,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_field_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
-        for name in ("transform_channels", "transform_depths", "hyper_channels", "groups", "rate_lambdas"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in _INTEGER_LISTS:  # plain Python numbers (numpy ones would not survive weights_only)
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        for name in _INTEGERS:
+            object.__setattr__(self, name, int(getattr(self, name)))
+        object.__setattr__(self, "rate_lambdas", tuple(float(v) for v in self.rate_lambdas))
         if sum(self.groups) != self.latent_channels:
             raise ValueError(
                 f"field groups: {list(self.groups)} sum to {sum(self.groups)}, not the latent channels M={self.latent_channels}"
