@@ -32,7 +32,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import re
-import resource
 import sys
 from pathlib import Path
 from typing import Iterator, Optional
@@ -110,8 +109,14 @@ def available_memory(device: torch.device) -> Optional[int]:
     cgroup_max, cgroup_now = _read_int("/sys/fs/cgroup/memory.max"), _read_int("/sys/fs/cgroup/memory.current")
     if cgroup_max is not None and cgroup_now is not None:
         limits.append(cgroup_max - cgroup_now)
-    for limit, field in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
-        soft, _ = resource.getrlimit(limit)
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        resource = None
+    for name, field in (("RLIMIT_AS", "VmSize"), ("RLIMIT_DATA", "VmData")):
+        if resource is None or not hasattr(resource, name):
+            continue
+        soft, _ = resource.getrlimit(getattr(resource, name))
         used = _status_bytes(field)
         if soft != resource.RLIM_INFINITY and used is not None:
             limits.append(soft - used)
