@@ -6,9 +6,10 @@
 ``--init CHECKPOINT`` starts the main network from trained weights (phase 2 of ST-LIC from a
 phase-1 ``model.pt`` or an official LALIC checkpoint; refiner = identity, fresh optimizers).
 ``--resume`` continues exactly from ``RUN/checkpoint.pt`` (the config stored there unless
-``--config`` is given, which must build the same model); ``--steps`` below the checkpoint's
-step is refused (nothing to train), equal to it trains nothing and re-exports the model. A NaN / inf loss or gradient stops
-training with exit status 3 and leaves the last good checkpoint in place.
+``--config`` is given, which must build the same model); a stop step (``--steps``, else the
+schedule's total) below the checkpoint's is refused (nothing to train), one equal to it trains
+nothing and re-exports the model. A NaN / inf loss or gradient stops training with exit status 3
+and leaves the last good checkpoint in place.
 
 The run folder is locked while training (:mod:`stlic.training.run_lock`; a second ``stlic train``
 on it stops with an error), temporary files a killed run left there are removed, and a folder
