@@ -12,6 +12,10 @@ import csv
 import json
 import math
 import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +27,8 @@ from stlic.codec.codec import compress_image, decompress_image
 from stlic.codec.image_io import read_image, write_image
 from stlic.evaluation.lpips_metric import make_lpips_metric
 from stlic.models import STLIC
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _sizes(seed: int = 0):
@@ -108,3 +114,31 @@ def test_a_folder_of_images_none_can_code_is_one_line(setup, tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("stlic eval: error:")]
     assert status == 2 and len(err) == 1 and "can be coded; the last skipped huge.png" in err[0]
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ulimit -v and /proc are Linux's")
+def test_an_image_that_does_not_fit_in_memory_is_skipped_not_fatal(setup, tmp_path):
+    """Under a real ``ulimit -v``: the 2400x2400 image (about 1.9 GB to encode with the tiny model)
+    is skipped with a warning naming it; the small one is evaluated."""
+    root, _, _ = setup
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_image(folder / "big.png", torch.rand(3, 2400, 2400, generator=torch.Generator().manual_seed(0)))
+    write_image(folder / "small.png", torch.rand(3, 40, 48, generator=torch.Generator().manual_seed(1)))
+    child = textwrap.dedent("""
+        import resource, sys
+        from stlic.cli import main
+        from stlic.codec.memory import _status_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (_status_bytes("VmSize") + 1_000_000_000, resource.RLIM_INFINITY))
+        sys.exit(main(sys.argv[1:]))
+    """)
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-c", child, "eval", "--checkpoint", str(root / "tiny.pt"), "--data",
+                             str(folder), "--out", str(out), "--no-fid", "--no-progress"], capture_output=True,
+                            text=True, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "stlic eval: warning: skipped big.png (2400x2400): not enough memory to compress a 2400x2400 image" \
+        in result.stderr
+    with open(out / "per_image.csv") as handle:
+        assert [row["name"] for row in csv.DictReader(handle)] == ["small.png"]
+    assert json.loads((out / "summary.json").read_text())["notes"][0] == "evaluated 1 of 2 image(s), skipped 1"
