@@ -2,7 +2,7 @@
 
 Each function takes what it needs and returns new values; the :class:`gradbalance.Balancer` and its
 update laws (:mod:`gradbalance.update_laws`) keep all state. The one call into derive is
-:func:`gradbalance.derive.derive_from_norms` (log-share least squares, ST-LIC Sec. III).
+:func:`gradbalance.derive.derive_coefficients` (log-share least squares, ST-LIC Sec. III).
 
 * :func:`solve_coefficients`: coefficients meeting the targets from per-unit-coefficient norms u_lg
   (the feed-forward: shares predicted as ``|c_l| u_lg / Σ_k |c_k| u_kg``, Table I);
@@ -13,6 +13,8 @@ update laws (:mod:`gradbalance.update_laws`) keep all state. The one call into d
 """
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Mapping, Sequence
 from typing import Optional, Union
 
@@ -20,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from gradbalance.balance_spec import Targets
-from gradbalance.derive import derive_from_norms
+from gradbalance.derive import derive_coefficients
+from gradbalance.table import ContributionTable
 
 
 def solve_coefficients(norms: Union[pd.DataFrame, Sequence[pd.DataFrame]], weights: Mapping[str, float],
@@ -30,23 +33,25 @@ def solve_coefficients(norms: Union[pd.DataFrame, Sequence[pd.DataFrame]], weigh
 
     ``norms``: per-unit-coefficient norms u_lg (losses x groups, NaN = unmeasured or absent), or a
     sequence of such frames (then the *mean* of the per-frame shares meets the targets, as derive
-    fits Table I), or measured shares (%) under ``weights`` divided by ``|weights|`` (same shares).
-    Derive runs on the weighted norms |c_l| u_lg at ``weights``. Losses never measured, and targeted
-    cells with no gradient, are held (:func:`reachable_targets`). Bounds are enforced as an active set:
-    a coefficient the solution puts outside its bounds is held at the bound and the rest re-solved.
+    fits Table I). Derive (:func:`gradbalance.derive_coefficients`) runs on the weighted norms
+    |c_l| u_lg at ``weights``. Losses never measured, and targeted cells with no gradient, are held
+    (:func:`reachable_targets`). Bounds are enforced as an active set: a coefficient the solution
+    puts outside its bounds is held at the bound and the rest re-solved.
     """
     frames = [norms] if isinstance(norms, pd.DataFrame) else list(norms)
-    first = frames[0]
-    measured = [l for l in first.index if any(f.loc[l].notna().any() for f in frames)]
-    scaled = [f.loc[measured].mul([abs(weights[l]) for l in measured], axis=0) for f in frames]
-    shares = sum(100.0 * f / f.sum(axis=0, min_count=1) for f in scaled) / len(scaled)
+    losses, groups = list(frames[0].index), list(frames[0].columns)
+    cube = np.stack([f.to_numpy(dtype=float) for f in frames])
+    keep = [i for i in range(len(losses)) if np.isfinite(cube[:, i]).any()]
+    measured = [losses[i] for i in keep]
+    cube = cube[:, keep] * np.abs([weights[l] for l in measured])[None, :, None]
+    table = _table(cube, measured, groups, weights)
+    shares = table.mean
     goal = reachable_targets(targets, shares)
     if not measured or goal is None:
         return dict(weights), shares
-    at = {l: weights[l] for l in measured}
     held = {l: v for l, v in fixed.items() if l in measured}
     for _ in range(len(measured) + 1):
-        result = derive_from_norms(scaled, at, goal, fixed=held or None)
+        result = derive_coefficients(table, goal, fixed=held or None)
         solved = {**weights, **{l: float(v) for l, v in result.coefficients.items()}}
         outside = {l: float(np.clip(solved[l], *bounds[l])) for l in bounds
                    if l in measured and l not in held and not bounds[l][0] <= solved[l] <= bounds[l][1]}
@@ -56,10 +61,30 @@ def solve_coefficients(norms: Union[pd.DataFrame, Sequence[pd.DataFrame]], weigh
     return solved, result.predicted
 
 
+def _table(cube: np.ndarray, losses: list[str], groups: list[str], weights: Mapping[str, float]) -> ContributionTable:
+    """The ContributionTable of weighted norms ``cube`` (steps, losses, groups; NaN = absent), built
+    directly (the balancer calls the solve every update; records frames would cost more than it)."""
+    reached = np.isfinite(cube)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = np.where(reached, cube, 0.0).sum(axis=1, keepdims=True)
+        step_shares = np.where(reached, 100.0 * cube / total, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells: absent
+        mean = np.nanmean(step_shares, axis=0)
+        std = np.nanstd(step_shares, axis=0)
+    frame = lambda values: pd.DataFrame(values, index=pd.Index(losses, name="loss"),  # noqa: E731
+                                        columns=pd.Index(groups, name="group"))
+    return ContributionTable(mean=frame(mean), std=frame(std), weights=pd.Series({l: float(weights[l]) for l in losses}),
+                             steps=tuple(range(len(cube))), reached=frame(reached.any(axis=0)),
+                             nonfinite=frame(np.zeros(mean.shape, dtype=int)), norms=np.nan_to_num(cube),
+                             step_reached=reached)
+
+
 def mean_shares(frames: Sequence[pd.DataFrame], weights: Mapping[str, float]) -> pd.DataFrame:
     """Mean over ``frames`` of the shares (%) ``|c_l| u_lg / Σ_k |c_k| u_kg`` (NaN cells left out)."""
-    scaled = [f.mul([abs(weights[l]) for l in f.index], axis=0) for f in frames]
-    return sum(100.0 * f / f.sum(axis=0, min_count=1) for f in scaled) / len(scaled)
+    losses = list(frames[0].index)
+    cube = np.stack([f.to_numpy(dtype=float) for f in frames]) * np.abs([weights[l] for l in losses])[None, :, None]
+    return _table(cube, losses, list(frames[0].columns), weights).mean
 
 
 def share_error(expected: np.ndarray, measured: np.ndarray, floor: float = 0.05) -> np.ndarray:

@@ -75,7 +75,7 @@ class BalancerSpec:
         if not isinstance(self.precond, bool):
             raise ValueError(f"precond must be true or false, got {self.precond!r}")
         targets = check_targets(self.targets)
-        check_target_sums(targets, _target_losses(targets))
+        check_target_sums(targets)  # the losses are not known yet: only sums above 100 % are refused here
         object.__setattr__(self, "targets", targets)
         if self.bounds is not None and not isinstance(self.bounds, Mapping):
             raise ValueError(f"bounds must be a mapping {{loss: [lo, hi]}}, got {self.bounds!r}")
@@ -95,7 +95,7 @@ class BalancerSpec:
         names = list(self.fixed or ()) + list(self.bounds or ())
         unknown = sorted({n for n in names if n not in losses})
         if unknown:
-            raise ValueError(f"fixed/bounds name unknown loss(es) {unknown}; the losses are {list(losses)}")
+            raise ValueError(f"fixed/bounds name unknown loss {unknown[0]!r}; the losses are {list(losses)}")
 
 
 def check_targets(targets: Targets, losses: Optional[Sequence[str]] = None,
@@ -178,15 +178,17 @@ def check_bounds(bounds, weights: Mapping[str, float]) -> dict[str, tuple[float,
     return out
 
 
-def check_target_sums(targets: Targets, losses: Iterable[str]) -> None:
+def check_target_sums(targets: Targets, losses: Optional[Iterable[str]] = None) -> None:
     """Refuse a group whose targets cannot sum to 100 % (:func:`gradbalance.target_shares.check_sums`,
     the rule derive applies), assuming each of ``losses`` reaches each targeted group unless its
-    target there is 0 (cannot reach)."""
+    target there is 0 (cannot reach). Without ``losses``, an untargeted loss is assumed to exist
+    besides those the targets name (only sums above 100 % are refused)."""
     from gradbalance.target_shares import check_sums, target_bounds
 
     if isinstance(targets, str):
         return
-    losses = list(dict.fromkeys([*losses, *_target_losses(targets)]))
+    others = list(losses) if losses is not None else ["\0 untargeted"]
+    losses = list(dict.fromkeys([*others, *_target_losses(targets)]))
     if all(isinstance(cells, Mapping) for cells in targets.values()):
         groups = list(targets)
         present = pd.DataFrame(True, index=losses, columns=groups)

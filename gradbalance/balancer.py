@@ -8,18 +8,18 @@ gradient norm per unit coefficient
     n_lg(t) = |f_l(t)| ||∂L_l/∂θ_g||          (the Adam-preconditioned norm with ``precond=True``)
 
 where f_l(t) is a per-batch factor (e.g. QVRF's rate lambda drawn per batch; 1 by default) and the
-step's weight is w_l(t) = c_l f_l(t). An exponential moving average smooths it,
+step's weight is w_l(t) = c_l f_l(t). Since n does not depend on the coefficients c, the shares under
+any c are predicted as
 
-    u_lg <- β u_lg + (1 - β) n_lg ,
+    s_lg(c) = |c_l| n_lg / Σ_k |c_k| n_kg            (ST-LIC, Table I)
 
-and, since u does not depend on the coefficients c, the shares under any c are predicted as
-
-    s_lg(c) = |c_l| u_lg / Σ_k |c_k| u_kg            (ST-LIC, Table I)
-
-Derive's log-share least squares (:func:`_solve`, through :func:`gradbalance.derive_from_norms`) picks the c that best meets the targets with the
-``fixed`` coefficients held and each coefficient kept inside its ``bounds``; an update changes no
-coefficient by more than the factor ``max_change``. Every step's ``.grad`` is exactly that of
-``Σ_l w_l(t) L_l`` (the probe accumulates it).
+An update law (:mod:`gradbalance.update_laws`: the default ``controller``, feed-forward solve plus
+integral feedback on the measured shares; or ``resolve``, an EMA re-solve) turns the measurements
+into coefficients through derive's log-share least squares (:mod:`gradbalance.balance_solve`), with
+the ``fixed`` coefficients held and each kept inside its ``bounds``; an update changes no coefficient
+by more than the factor ``max_change``. A target is the mean share over a window of updates
+(:class:`gradbalance.BalancerSpec`). Every step's ``.grad`` is exactly that of ``Σ_l w_l(t) L_l``
+(the probe accumulates it).
 
 With ``precond=True`` the probe computes the Adam-update norms in ``optimizer.step()`` (from the gradient
 the step really uses), so the balancer reads them and updates in a step post-hook; each update is then

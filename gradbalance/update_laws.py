@@ -10,28 +10,34 @@ stateless :mod:`gradbalance.balance_solve`; a law keeps only its filters.
 the shares predicted at u. It lags about β / (1 - β) probes behind a drifting scale, and with
 per-batch noise the share at the mean norm is not the mean share, so it settles off target.
 
-``Controller`` (the default): a feed-forward solve plus integral feedback on measured shares.
+``Controller`` (the default): a feed-forward solve at filtered norms, corrected by integral feedback
+on the shares measured under the coefficients in effect.
 
-* Level: an EMA of log n_lg with factor β, robust to lognormal noise; when the mean of the last
-  three innovations e = log n - level exceeds ``3 σ̂ / √3`` (σ̂² an EMA of e²), the scale has
-  stepped: the level jumps to the mean of those three logs instead of creeping after them.
-* Feed-forward: derive's solve over ``window`` frames exp(level + e_i), the current level times
-  the last ``window`` innovations, so the *mean* share over the noise meets the target (derive fits
-  the mean of per-step shares, Table I), not the share at the mean norm.
-* Feedback: b_l <- b_l + k · log(c*_l / c_ff,l), where c* solves the targets from the shares
-  *measured* at this probe under the coefficients then in effect
-  (:func:`gradbalance.balance_solve.share_correction`) and c_ff is the feed-forward solve; the
-  coefficients are c = c_ff · exp(b). Where the prediction is right c* = c_ff and b stays; this
-  integral removes what the prediction misses (filter lag under drift, norms that respond to the
-  coefficients, Adam's preconditioner); with unreachable targets log m is 0 at the least-squares
-  compromise, so it does not wind up. After the Balancer's limits b is recomputed from the applied
-  coefficients (back-calculation anti-windup).
+* Level: log n_lg filtered by ``level <- level + α (log n - level)``, with α the steady-state Kalman
+  gain of a random-walk level in noise, read off the recent variogram (:func:`level_gain`), never
+  below ``1 - ema``. Noise alone gives the slow filter; a ramp, a rotation or a step raises α and
+  the level follows within a few probes instead of lagging β / (1 - β) probes.
+* Feed-forward: derive's solve over ``window`` frames exp(level + d + e_i), the level times the last
+  ``window`` innovations e_i (centred), so the *mean* share over the noise meets the target (derive
+  fits the mean of per-step shares, Table I), not the share at the mean norm.
+* Feedback: d_lg <- d_lg + k (s_measured - s_predicted) / (s (1 - s)) per probe
+  (:func:`gradbalance.balance_solve.share_error`): the integral of the model's error on the shares
+  measured under the coefficients in effect, in log-norm units. At steady state the mean measured
+  share equals the predicted one, and the solve puts the prediction on the target, so the mean
+  measured share is on target: the feedback removes what the prediction misses (filter lag under
+  drift, norms that respond to the coefficients, Adam's preconditioner).
 
-``ema`` (β) and ``gain`` (k) trade speed for smoothness: the settled log-coefficient jitter is about
-σ √((1 - β) / (1 + β)) from the level plus σ √(k / 2) from the integral, σ the per-probe noise of a
-log-norm ratio. The design was chosen on the drift suite (``benchmarks/balancer_drift.py``,
-``reports/balancer/drift.md``). References: Åström & Murray, *Feedback Systems* (2008), ch. 10-11
-(feed-forward plus integral action, anti-windup by back-calculation).
+Why this and not integral action on log-coefficients (c = c_ff exp(b), b integrating the target
+error): measured on the drift suite, that double counts with the feed-forward (both react to the
+same error; a noise-free feasible target overshot by the gain at the first update), and with an
+unreachable target its error never vanishes, so b winds up. The model-error integral is 0 when the
+prediction is right, and it does not depend on the targets at all, so it cannot wind up.
+
+``ema`` (β) and ``gain`` (k) trade speed for smoothness: the feedback's log-coefficient jitter is
+about σ √(k / 2), σ the per-probe noise of a log-norm ratio (0.57 for lognormal σ = 0.4 on two losses).
+Measured on ``benchmarks/balancer_drift.py`` (``reports/balancer/drift.md``). References: Åström &
+Murray, *Feedback Systems* (2008), ch. 10-11 (feed-forward with integral action); Harvey (1989) for
+the local-level gain.
 """
 from __future__ import annotations
 
@@ -151,7 +157,7 @@ class Controller(Resolve):
             active = np.isfinite(self.measured)
             expected = mean_shares([f.where(active) for f in self.frames(losses, groups)], weights)
             self.correction += self.gain * share_error(expected.to_numpy(), self.measured)
-        return solve_coefficients(self.frames(losses, groups), weights, targets, {}, fixed)
+        return solve_coefficients(self.frames(losses, groups), weights, targets, bounds, fixed)
 
     def state_dict(self) -> dict:
         return {"level": self.level.tolist(), "gains": self.gains.tolist(), "correction": self.correction.tolist(),
