@@ -7,7 +7,9 @@ way, 8 images of 64x64, float32, one thread) trains with Adam on ``rate`` (mean 
 ``mse`` and ``l1`` (both groups). Unbalanced: ``(Σ c_l L_l).backward()``; balanced:
 ``balancer.backward(losses)`` (probe and update every 10 steps, each law). Modes alternate
 round by round on the same model and batches; the median over rounds of the mean step time is
-reported, with the ratio to the unbalanced step, and the update law's own time per update.
+reported, with the ratio to the unbalanced step, and the update law's own time per update; ``probe only``
+(a :class:`gradbalance.GradientProbe` at ``every=10``, no update) separates the probe's cost (one
+backward pass per loss on probed steps) from the law's.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gradbalance import Balancer  # noqa: E402
+from gradbalance import Balancer, GradientProbe  # noqa: E402
 from gradbalance.export import atomic_write_text  # noqa: E402
 
 WEIGHTS = {"rate": 0.01, "mse": 1.0, "l1": 0.1}
@@ -77,7 +79,9 @@ def main(argv=None) -> int:
             return out
         balancer.law.propose = clocked
     plain = lambda step_losses: sum(WEIGHTS[k] * v for k, v in step_losses.items()).backward()  # noqa: E731
-    modes = {"unbalanced": plain, **{f"balanced ({law})": b.backward for law, b in balancers.items()}}
+    probe = GradientProbe(net, groups, loss_order=list(WEIGHTS), every=10)
+    modes = {"unbalanced": plain, "probe only (no update)": lambda step_losses: probe.backward(step_losses, WEIGHTS),
+             **{f"balanced ({law})": b.backward for law, b in balancers.items()}}
     timed(plain, net, optimizer, batches[:10])  # warm-up
     times = {mode: [] for mode in modes}
     for _ in range(args.rounds):

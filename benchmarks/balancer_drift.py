@@ -27,6 +27,7 @@ over 9 updates, second half, and that std times ∂s/∂log c = s (1 - s) in pp)
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 import time
@@ -164,6 +165,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "balancer" / "drift.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    logging.getLogger("gradbalance.balancer").setLevel(logging.ERROR)  # "over" logs its misses at every update
     settings = {"ema": args.ema, "gain": args.gain}
     rows, begin = [], time.perf_counter()
     for name in args.targets:
