@@ -79,7 +79,25 @@ def level_gain(logs: np.ndarray, slowest: float) -> np.ndarray:
     return np.clip((-ratio + np.sqrt(ratio ** 2 + 4 * ratio)) / 2, slowest, 1.0)
 
 
-class Resolve:
+class UpdateLaw:
+    """What the Balancer asks of a law: ``observe`` each probe, ``propose`` coefficients, ``applied``
+    (the coefficients after the Balancer's limits), ``norms`` (smoothed u_lg) and a state dict."""
+
+    name = ""
+
+    def observe(self, unit: np.ndarray, shares: np.ndarray) -> None:
+        """``unit``: per-unit-coefficient norms, ``shares``: measured shares (%), losses x groups, NaN = not seen."""
+        raise NotImplementedError
+
+    def propose(self, losses, groups, weights, targets, bounds, fixed) -> tuple[dict, pd.DataFrame]:
+        """New coefficients and the shares (%) predicted under them."""
+        raise NotImplementedError
+
+    def applied(self, weights: Mapping[str, float]) -> None:
+        """The coefficients after the Balancer's limits (nothing to do for these laws)."""
+
+
+class Resolve(UpdateLaw):
     """Clipped re-solve at an EMA of the norms (issue 10's law): ``u <- β u + (1 - β) n``."""
 
     name = "resolve"
@@ -96,9 +114,6 @@ class Resolve:
         return solve_coefficients(pd.DataFrame(self.norms, index=list(losses), columns=list(groups)),
                                   weights, targets, bounds, fixed)
 
-    def applied(self, weights: Mapping[str, float]) -> None:
-        """The coefficients after the Balancer's limits."""
-
     def state_dict(self) -> dict:
         return {"norms": self.norms.tolist()}
 
@@ -106,15 +121,14 @@ class Resolve:
         self.norms = np.array(state["norms"], dtype=np.float64)
 
 
-class Controller(Resolve):
+class Controller(UpdateLaw):
     """Feed-forward solve at the filtered norms, corrected by integral feedback on measured shares (module doc)."""
 
     name = "controller"
 
     def __init__(self, shape: tuple[int, int], ema: float = 0.9, gain: float = 0.1, window: int = 10,
                  **_: object) -> None:
-        super().__init__(shape, ema)
-        self.gain, self.window = float(gain), int(window)
+        self.ema, self.gain, self.window = float(ema), float(gain), int(window)
         self.level = np.full(shape, np.nan)  # log n, NaN = not measured
         self.gains = np.full(shape, np.nan)  # the level filter's gain at the latest probe
         self.correction = np.zeros(shape)  # d: the integral of the model's share error, in log-norm
@@ -125,10 +139,6 @@ class Controller(Resolve):
     @property
     def norms(self) -> np.ndarray:
         return np.exp(self.level)
-
-    @norms.setter
-    def norms(self, value) -> None:  # Resolve.__init__ sets it; the level is the state
-        pass
 
     def observe(self, unit: np.ndarray, shares: np.ndarray) -> None:
         with np.errstate(divide="ignore", invalid="ignore"):
