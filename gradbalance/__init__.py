@@ -14,6 +14,7 @@ from gradbalance._lazy import install_moved as _install_moved, lazy_exports as _
 
 _EXPORTS = {
     "Balancer": "gradbalance.balancer",
+    "BalancerSpec": "gradbalance.balance_spec",
     "ContributionTable": "gradbalance.report.table",
     "DerivedCoefficients": "gradbalance.functional.derive",
     "GradientProbe": "gradbalance.probe.gradient_probe",
@@ -44,6 +45,7 @@ _MOVED = {
     **{f"gradbalance.{name}": (f"gradbalance.functional.{name}",) for name in ("derive", "rebalance")},
     **{f"gradbalance.{name}": (f"gradbalance.report.{name}",) for name in ("plots", "reference", "scale_report", "table")},
     "gradbalance.run": ("gradbalance.io.run",),
+    "gradbalance.record_checks": ("gradbalance.io.record_checks",),
     "gradbalance.export": ("gradbalance.io.export", "gradbalance.io.atomic"),
     "gradbalance.target": ("gradbalance.targets.target",),
     "gradbalance.examples": ("gradbalance.targets.examples",),

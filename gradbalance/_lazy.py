@@ -19,7 +19,7 @@ from typing import Optional
 
 # Modules being rewritten elsewhere that still import old paths; they get no warning until they move.
 _PENDING = frozenset({"gradbalance.balancer", "gradbalance.balance_spec", "gradbalance.balance_plots",
-                      "gradbalance.target_shares"})
+                      "gradbalance.target_shares", "gradbalance.balance_solve", "gradbalance.update_laws"})
 
 
 def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable, Callable]:

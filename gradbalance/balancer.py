@@ -8,18 +8,18 @@ gradient norm per unit coefficient
     n_lg(t) = |f_l(t)| ||∂L_l/∂θ_g||          (the Adam-preconditioned norm with ``precond=True``)
 
 where f_l(t) is a per-batch factor (e.g. QVRF's rate lambda drawn per batch; 1 by default) and the
-step's weight is w_l(t) = c_l f_l(t). An exponential moving average smooths it,
+step's weight is w_l(t) = c_l f_l(t). Since n does not depend on the coefficients c, the shares under
+any c are predicted as
 
-    u_lg <- β u_lg + (1 - β) n_lg ,
+    s_lg(c) = |c_l| n_lg / Σ_k |c_k| n_kg            (ST-LIC, Table I)
 
-and, since u does not depend on the coefficients c, the shares under any c are predicted as
-
-    s_lg(c) = |c_l| u_lg / Σ_k |c_k| u_kg            (ST-LIC, Table I)
-
-Derive's log-share least squares (:func:`_solve`, through :func:`gradbalance.derive_from_norms`) picks the c that best meets the targets with the
-``fixed`` coefficients held and each coefficient kept inside its ``bounds``; an update changes no
-coefficient by more than the factor ``max_change``. Every step's ``.grad`` is exactly that of
-``Σ_l w_l(t) L_l`` (the probe accumulates it).
+An update law (:mod:`gradbalance.update_laws`: the default ``controller``, feed-forward solve plus
+integral feedback on the measured shares; or ``resolve``, an EMA re-solve) turns the measurements
+into coefficients through derive's log-share least squares (:mod:`gradbalance.balance_solve`), with
+the ``fixed`` coefficients held and each kept inside its ``bounds``; an update changes no coefficient
+by more than the factor ``max_change``. A target is the mean share over a window of updates
+(:class:`gradbalance.BalancerSpec`). Every step's ``.grad`` is exactly that of ``Σ_l w_l(t) L_l``
+(the probe accumulates it).
 
 With ``precond=True`` the probe computes the Adam-update norms in ``optimizer.step()`` (from the gradient
 the step really uses), so the balancer reads them and updates in a step post-hook; each update is then
@@ -32,6 +32,7 @@ weighted sum of the losses, and the targets are per parameter group rather than 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,14 +44,15 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from gradbalance.balance_spec import (Targets, check_bounds, check_fixed, check_targets, check_weights,
+from gradbalance.balance_solve import limit_change, unreachable_pairs
+from gradbalance.balance_spec import (BalancerSpec, Targets, check_bounds, check_fixed, check_targets, check_weights,
                                       target_interval)
-from gradbalance.derive import derive_from_norms
 from gradbalance.distributed import world_size
 from gradbalance.export import atomic_write_text
 from gradbalance.groups import GroupSpec
 from gradbalance.probe import GradientProbe
 from gradbalance.stats import StepStats
+from gradbalance.update_laws import LAWS
 
 log = logging.getLogger("gradbalance.balancer")
 
@@ -65,15 +67,15 @@ class Balancer:
     Args:
         model: the trained module (a DDP wrapper is unwrapped); ``groups``: ``{name: spec}`` as for
             :class:`GradientProbe` (``strict``/``ignore`` as there).
-        targets: ``"equal"``, ``{group: {loss: percent}}`` (None: untargeted) or ``{loss: (min%, max%)}``.
+        targets: ``"equal"``, ``{group: {loss: percent}}`` (None: untargeted) or ``{loss: (min%, max%)}``;
+            a target is the mean share over a window of updates (:class:`BalancerSpec`).
         weights: initial coefficients ``{loss: c_l}``, nonzero; every loss passed to :meth:`backward`.
         optimizer: Adam/AdamW, needed for ``precond=True`` (balance the shares of the Adam update).
-        every: probe and update every ``every`` calls of :meth:`backward`; ``ema``: β above.
-        bounds: ``{loss: (lo, hi)}`` limits of the coefficients; ``fixed``: coefficients to hold,
-            ``{loss: value}`` or loss names (held at their initial value). Shares do not change when all
-            coefficients scale together, so one is always held: the first loss when ``fixed`` is empty.
-        max_change: the largest factor by which one update moves a coefficient (> 1).
-        tolerance: a target missed by more percentage points than this is reported in the log.
+        spec: a :class:`BalancerSpec`; or its fields as keywords (``every``, ``ema``, ``window``, ``law``,
+            ``gain``, ``max_change``, ``fixed``, ``bounds``, ``precond``, ``tolerance``), which override it.
+
+    Targets whose group cannot sum to 100 % are refused here; a target on a (loss, group) pair with
+    no gradient path is an error naming the pair at the first probed step.
 
     Example::
 
@@ -86,36 +88,52 @@ class Balancer:
         balancer.weights, balancer.history         # current coefficients; weights and shares per probe
     """
 
-    def __init__(self, model: nn.Module, groups: Mapping[str, GroupSpec], targets: Targets, *,
+    def __init__(self, model: nn.Module, groups: Mapping[str, GroupSpec], targets: Optional[Targets] = None, *,
                  weights: Mapping[str, float], optimizer: Optional[torch.optim.Optimizer] = None,
-                 every: int = 10, ema: float = 0.9, bounds: Optional[Mapping[str, Sequence[float]]] = None,
-                 fixed: Union[Mapping[str, float], Iterable[str], None] = None, max_change: float = 2.0,
-                 precond: bool = False, tolerance: float = 0.5, loss_order: Optional[Sequence[str]] = None,
-                 scaler: Optional[object] = None, strict: bool = False, ignore: Iterable[nn.Parameter] = ()) -> None:
-        if not 0 <= ema < 1:
-            raise ValueError(f"ema must be in [0, 1), got {ema}")
-        if not max_change > 1:
-            raise ValueError(f"max_change must be > 1 (a factor per update), got {max_change}")
-        if precond and optimizer is None:
+                 spec: Optional[BalancerSpec] = None, loss_order: Optional[Sequence[str]] = None,
+                 scaler: Optional[object] = None, strict: bool = False, ignore: Iterable[nn.Parameter] = (),
+                 **settings) -> None:
+        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(BalancerSpec)})
+        if unknown:
+            raise TypeError(f"Balancer got unknown setting(s) {unknown}; see gradbalance.BalancerSpec")
+        if targets is not None:
+            settings["targets"] = targets
+        if spec is None:
+            if "targets" not in settings:
+                raise ValueError("targets: give the target shares (or spec=BalancerSpec(...))")
+            spec = BalancerSpec(**settings)
+        elif settings:
+            spec = spec.replace(**settings)
+        if spec.precond and optimizer is None:
             raise ValueError("precond=True balances the Adam update: pass optimizer=<Adam/AdamW>")
+        self.spec = spec
         self.weights = check_weights(weights)
         order = [l for l in (loss_order or ()) if l in self.weights]
         self.losses = tuple(order + [l for l in self.weights if l not in order])
-        self.probe = GradientProbe(model, groups, loss_order=self.losses, every=every,
-                                   optimizer=optimizer if precond else None, scaler=scaler, strict=strict, ignore=ignore)
+        self.probe = GradientProbe(model, groups, loss_order=self.losses, every=spec.every,
+                                   optimizer=optimizer if spec.precond else None, scaler=scaler, strict=strict,
+                                   ignore=ignore)
         self.groups = self.probe.partition.names
-        self.targets = check_targets(targets, self.losses, self.groups)
-        self.fixed = check_fixed(fixed, self.weights, self.losses[0])
+        spec.check(self.losses, self.groups)
+        self.targets = check_targets(spec.targets, self.losses, self.groups)
+        self.fixed = check_fixed(spec.fixed, self.weights, self.losses[0])
         self.weights.update(self.fixed)
-        self.bounds = check_bounds(bounds, self.weights)
-        self.ema, self.max_change, self.precond, self.tolerance = float(ema), float(max_change), precond, tolerance
-        self.norms = np.full((len(self.losses), len(self.groups)), np.nan)  # u_lg, NaN = not measured
+        self.bounds = check_bounds(spec.bounds, self.weights)
+        self.ema, self.max_change, self.precond, self.tolerance = spec.ema, spec.max_change, spec.precond, spec.tolerance
+        self.law = LAWS[spec.law]((len(self.losses), len(self.groups)), ema=spec.ema, gain=spec.gain,
+                                  window=spec.window)
         self.updates = 0
         self.misses: dict[tuple[str, str], float] = {}  # (loss, group) -> percentage points, last update
+        self.unreachable: Optional[list[tuple[str, str]]] = None  # pairs with no path, from the first probe
         self._rows: list[dict] = []
         self._pending: Optional[StepStats] = None  # precond: the probed step's stats, until optimizer.step()
-        if precond:
+        if spec.precond:
             optimizer.register_step_post_hook(self._after_optimizer_step)
+
+    @property
+    def norms(self) -> np.ndarray:
+        """The update law's smoothed per-unit-coefficient norms u_lg (losses x groups, NaN = unmeasured)."""
+        return self.law.norms
 
     # -- training ---------------------------------------------------------------------------
     def backward(self, losses: Mapping[str, Tensor], factors: Optional[Mapping[str, float]] = None) -> Optional[StepStats]:
@@ -132,6 +150,8 @@ class Balancer:
         stats = self.probe.backward(losses, {l: self.weights[l] * factors.get(l, 1.0) for l in losses})
         if stats is None:
             return None
+        if self.unreachable is None:
+            self._check_paths(stats, {l for l, t in losses.items() if t.requires_grad})
         self.probe.history.clear()  # the balancer keeps its own history
         if self.precond:
             self._pending = stats  # the last probed micro-batch's stats receive the step's precond_norm
@@ -184,10 +204,13 @@ class Balancer:
         with np.errstate(invalid="ignore", divide="ignore"):
             unit = np.where(applied > 0, column / coefficients, np.nan)  # f = 0: no information
             shares = 100.0 * column / np.nansum(column, axis=0, keepdims=True)
-        new = np.full_like(self.norms, np.nan)
-        new[[self.losses.index(l) for l in stats.losses]] = unit
-        old = self.norms
-        self.norms = np.where(np.isnan(old), new, np.where(np.isnan(new), old, self.ema * old + (1 - self.ema) * new))
+        rows = [self.losses.index(l) for l in stats.losses]
+        columns = [stats.groups.index(g) if g in stats.groups else None for g in self.groups]
+        new, measured = (np.full((len(self.losses), len(self.groups)), np.nan) for _ in range(2))
+        for j, k in enumerate(columns):
+            if k is not None:
+                new[rows, j], measured[rows, j] = unit[:, k], shares[:, k]
+        self.law.observe(new, measured)
         present = np.isfinite(shares).sum(axis=0)
         for i, loss in enumerate(stats.losses):
             for j, group in enumerate(stats.groups):
@@ -201,20 +224,35 @@ class Balancer:
                     row["precond_norm"] = float(stats.precond_norm[i, j])
                 self._rows.append(row)
 
+    def _check_paths(self, stats: StepStats, differentiable: set) -> None:
+        """First probed step: log every (loss, group) pair with no gradient path, once; a target on one is an error."""
+        index = {l: i for i, l in enumerate(stats.losses)}
+        reached = np.ones((len(self.losses), len(self.groups)), dtype=bool)
+        for i, loss in enumerate(self.losses):
+            for j, group in enumerate(self.groups):
+                if loss in index and loss in differentiable and group in stats.groups:
+                    reached[i, j] = stats.reached[index[loss], stats.groups.index(group)]
+        self.unreachable = [(l, g) for i, l in enumerate(self.losses) for j, g in enumerate(self.groups)
+                            if not reached[i, j]]
+        if self.unreachable:
+            log.info("balancer: no gradient path from %s", ", ".join(f"{l} to {g}" for l, g in self.unreachable))
+        targeted = unreachable_pairs(self.targets, self.losses, self.groups, reached)
+        if targeted:
+            cells = ", ".join(f"{l!r} in {g!r}" for l, g in targeted)
+            raise ValueError(f"balancer targets {cells}, but the loss has no gradient path to the group: "
+                             "drop the target or set it to 0")
+
     def _update(self, step: int) -> None:
-        norms = pd.DataFrame(self.norms, index=list(self.losses), columns=list(self.groups))
         try:
-            solved, predicted = _solve(norms, self.weights, self.targets, self.bounds, self.fixed)
+            solved, predicted = self.law.propose(self.losses, self.groups, self.weights, self.targets,
+                                                 self.bounds, self.fixed)
         except ValueError as error:  # a degenerate measurement must not end a long run: hold the weights
             log.warning("balancer step %d: weights held, the solver refused the update: %s", step, error)
             return
-        new = []
-        for loss in self.losses:
-            current = self.weights[loss]
-            ratio = float(np.clip(solved[loss] / current, 1 / self.max_change, self.max_change))
-            low, high = self.bounds.get(loss, (-np.inf, np.inf))
-            new.append(float(np.clip(current * ratio, low, high)))
-        self.weights = dict(zip(self.losses, _same_on_all_ranks(new, self.probe.partition.params[0].device)))
+        limited = limit_change(self.weights, solved, self.max_change, self.bounds)
+        new = _same_on_all_ranks([limited[l] for l in self.losses], self.probe.partition.params[0].device)
+        self.weights = dict(zip(self.losses, new))
+        self.law.applied(self.weights)
         self.updates += 1
         self.misses = self._misses(predicted)
         if self.misses:
@@ -241,7 +279,9 @@ class Balancer:
     def state_dict(self) -> dict:
         """Coefficients, smoothed norms, probe counter and history (loadable with ``weights_only=True``)."""
         history = self.history
-        return {"weights": dict(self.weights), "norms": torch.from_numpy(self.norms.copy()),
+        return {"weights": dict(self.weights), "norms": torch.from_numpy(np.array(self.norms, dtype=np.float64)),
+                "law": self.spec.law, "law_state": self.law.state_dict(),
+                "unreachable": None if self.unreachable is None else [list(p) for p in self.unreachable],
                 "losses": list(self.losses), "groups": list(self.groups), "calls": self.probe.calls,
                 "optimizer_steps": self.probe.optimizer_steps,
                 "updates": self.updates, "misses": [[l, g, m] for (l, g), m in self.misses.items()],
@@ -253,7 +293,15 @@ class Balancer:
             raise ValueError(f"balancer state has losses {state['losses']} and groups {state['groups']}; "
                              f"this balancer has {list(self.losses)} and {list(self.groups)}")
         self.weights = {l: float(state["weights"][l]) for l in self.losses}
-        self.norms = state["norms"].numpy().astype(np.float64)
+        if state.get("law", "resolve") != self.spec.law:
+            raise ValueError(f"balancer state was written by law {state.get('law', 'resolve')!r}; this balancer "
+                             f"uses {self.spec.law!r}")
+        if "law_state" in state:
+            self.law.load_state_dict(state["law_state"])
+        else:  # written before update laws: the EMA norms of the re-solve
+            self.law.load_state_dict({"norms": state["norms"].numpy().astype(np.float64).tolist()})
+        unreachable = state.get("unreachable")
+        self.unreachable = None if unreachable is None else [tuple(p) for p in unreachable]
         self.probe.calls, self.updates = int(state["calls"]), int(state["updates"])
         self.probe.optimizer_steps = int(state.get("optimizer_steps", 0))
         self.misses = {(l, g): float(m) for l, g, m in state["misses"]}
@@ -268,66 +316,10 @@ class Balancer:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {"balancer": True, "loss_order": list(self.losses), "groups": list(self.groups),
-                "every": self.probe.every, "ema": self.ema, "targets": self.targets, **dict(metadata or {})}
+                "every": self.probe.every, "ema": self.ema, "law": self.spec.law, "targets": self.targets, **dict(metadata or {})}
         atomic_write_text(path / RECORDS, self.history.to_csv(index=False))
         atomic_write_text(path / METADATA, json.dumps(meta, indent=2, default=str))
         return path
-
-
-def _solve(norms: pd.DataFrame, weights: Mapping[str, float], targets: Targets,
-           bounds: Mapping[str, tuple[float, float]], fixed: Mapping[str, float]) -> tuple[dict[str, float], pd.DataFrame]:
-    """New coefficients for the targets, and the shares (%) predicted under them.
-
-    ``norms``: the smoothed per-unit-coefficient norms u_lg (losses x groups, NaN = unmeasured or
-    absent). The one call into derive: :func:`gradbalance.derive.derive_from_norms` on the weighted
-    norms |c_l| u_lg at ``weights``. Losses never measured, and targeted cells with no gradient,
-    are held (:func:`_reachable`). Bounds are enforced as an active set: a coefficient the solution
-    puts outside its bounds is held at the bound and the rest re-solved.
-    """
-    measured = [l for l in norms.index if norms.loc[l].notna().any()]
-    scaled = norms.loc[measured].mul([abs(weights[l]) for l in measured], axis=0)
-    shares = 100.0 * scaled / scaled.sum(axis=0, min_count=1)
-    goal = _reachable(targets, shares)
-    if not measured or goal is None:
-        return dict(weights), shares
-    at = {l: weights[l] for l in measured}
-    held = {l: v for l, v in fixed.items() if l in measured}
-    for _ in range(len(measured) + 1):
-        result = derive_from_norms(scaled, at, goal, fixed=held or None)
-        solved = {**weights, **{l: float(v) for l, v in result.coefficients.items()}}
-        outside = {l: float(np.clip(solved[l], *bounds[l])) for l in bounds
-                   if l in measured and l not in held and not bounds[l][0] <= solved[l] <= bounds[l][1]}
-        if not outside:
-            break
-        held.update(outside)
-    return solved, result.predicted
-
-
-def _reachable(targets: Targets, shares: pd.DataFrame) -> Optional[Targets]:
-    """The part of ``targets`` the solver can act on now (measured, nonzero cells); None if nothing.
-
-    A targeted loss with no gradient in a group now (e.g. the adversarial loss in its warm-up, factor 0)
-    is left out there; if every loss that does reach the group is targeted, their targets are scaled
-    to sum to 100 % in the same ratios (derive refuses targets that cannot sum to 100 %).
-    """
-    if isinstance(targets, str):
-        return targets
-    if all(isinstance(v, Mapping) for v in targets.values()):
-        goal = {}
-        for group, cells in targets.items():
-            if group not in shares.columns:
-                continue
-            reaching = shares.index[shares[group] > 0]
-            kept = {l: p for l, p in cells.items() if p and l in reaching}
-            dropped = any(p and l not in kept for l, p in cells.items())
-            if kept and dropped and set(reaching) <= set(kept):
-                total = sum(kept.values())
-                kept = {l: 100.0 * p / total for l, p in kept.items()}
-            if kept:
-                goal[group] = kept
-    else:
-        goal = {l: b for l, b in targets.items() if l in shares.index}
-    return goal or None
 
 
 def _same_on_all_ranks(values: list[float], device: torch.device) -> list[float]:

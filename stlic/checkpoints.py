@@ -20,6 +20,7 @@ Training checkpoints (optimizers, step, RNG) live in :mod:`stlic.training.checkp
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import warnings
@@ -112,8 +113,10 @@ def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...]) 
 
 def load_error_summary(error: BaseException, limit: int = 160) -> str:
     """``Type: first line`` of a ``torch.load`` failure (torch's messages run to a screenful)."""
-    lines = str(error).strip().splitlines()
-    first = lines[0].strip() if lines else ""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if first.endswith(":") and len(lines) > 1:  # "Error(s) in loading state_dict for STLIC:" + the keys
+        first = f"{first} {lines[1]}"
     return f"{type(error).__name__}: {first[:limit]}{'...' if len(first) > limit else ''}"
 
 
@@ -186,7 +189,29 @@ def load_model_checkpoint(
     """``(model in eval mode, its ModelConfig, extra)`` from a file of :func:`save_model_checkpoint`."""
     path = Path(path)
     payload = _read_payload(path, map_location)
-    config = ModelConfig.from_dict(payload["model_config"])
+    config = _model_config(payload["model_config"], path)
     model = get_model(MODEL_NAME, config)
     _load_state(model, payload["state_dict"], path)
-    return model.to(map_location).eval(), config, dict(payload.get("extra") or {})
+    extra = payload.get("extra")
+    if extra is not None and not isinstance(extra, Mapping):
+        raise ValueError(f"{str(path)!r}: field extra must be a mapping, got {type(extra).__name__} "
+                         "(the file was edited or written by another program)")
+    return model.to(map_location).eval(), config, dict(extra or {})
+
+
+def _model_config(values: Mapping[str, Any], path: Path) -> ModelConfig:
+    """The file's ModelConfig, or an error naming the file and the field in the user's terms."""
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{str(path)!r} was written by another version of stlic: its model_config has "
+                         f"unknown field(s) {unknown}; this version knows {sorted(known)}")
+    missing = sorted(known - set(values))
+    if missing:
+        raise ValueError(f"{str(path)!r} was written by another version of stlic: its model_config lacks "
+                         f"the field(s) {missing}")
+    try:
+        return ModelConfig.from_dict(values)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{str(path)!r} holds an invalid model_config: {error} (the file was edited or "
+                         "damaged; re-export it with `stlic train`)") from None

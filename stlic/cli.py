@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda message, *_, **__: f"{prefix}: warning: {message}\n"
     try:
         return int(args._run(args) or 0)
-    except (OSError, ValueError, RuntimeError) as error:  # user-facing errors
+    except (OSError, ValueError, RuntimeError, MemoryError) as error:  # user-facing errors
         if getattr(args, "debug", False):
             raise
         print(f"{prefix}: error: {one_line(error)}", file=sys.stderr)

@@ -18,6 +18,11 @@ keep their common scale, i.e. the first of them keeps its current weight
 (:attr:`DerivedCoefficients.anchors`). New coefficients are ``m_l * current_l``; a coefficient given
 as a range (e.g. QVRF's rate ``[lo, hi]``) has both ends scaled by m_l.
 
+A (step, group) with a NaN/inf norm has no defined shares and is left out of the fit, with a
+warning naming the group, the losses and the steps (:attr:`DerivedCoefficients.dropped`); a
+targeted cell left with no step at all is refused, so no coefficient comes from a cell derive
+could not use.
+
 Optimizer-aware (Adam) shares are not linear in the weights (Adam divides by sqrt(v), which the
 weights change), so they are refused unless ``assume_linear=True``; :func:`gradbalance.rebalance`
 re-measures until the target is met.
@@ -25,6 +30,7 @@ re-measures until the target is met.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional, Union
@@ -62,6 +68,7 @@ class DerivedCoefficients:
     max_error: float
     untargeted: tuple[str, ...] = field(default=())  # losses held at their weight: nothing to fit
     anchors: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    dropped: dict[str, tuple[int, ...]] = field(default_factory=dict)  # group -> probed steps left out (non-finite)
 
     @property
     def feasible(self) -> bool:
@@ -89,6 +96,29 @@ def _table_norms(table: ContributionTable) -> tuple[np.ndarray, np.ndarray]:
         return table.norms, table.step_reached
     mean = table.mean.to_numpy(dtype=float)
     return np.nan_to_num(mean)[None], (~np.isnan(mean))[None]
+
+
+def _nonfinite_cells(table: ContributionTable, norms: np.ndarray, reached: np.ndarray
+                     ) -> tuple[np.ndarray, dict[str, tuple[int, ...]], dict[str, list[str]]]:
+    """Cells no step can be fitted from, and the steps dropped per group, because of NaN/inf norms.
+
+    A (step, group) with a non-finite norm has no defined shares (:func:`predicted_shares` leaves
+    it out). Returns ``unusable`` (losses x groups: reached, but in no step with finite norms),
+    ``{group: dropped steps}`` and ``{group: losses whose norm was non-finite}``."""
+    bad = reached & ~np.isfinite(norms)  # (steps, losses, groups)
+    bad_slices = bad.any(axis=1)  # (steps, groups)
+    usable = (reached & ~bad_slices[:, None, :]).any(axis=0)
+    unusable = reached.any(axis=0) & ~usable & bad_slices.any(axis=0)[None, :]
+    steps = np.asarray(table.steps if table.norms is not None else range(len(norms)))
+    groups, losses = list(table.mean.columns), list(table.mean.index)
+    dropped = {groups[g]: tuple(int(t) for t in steps[bad_slices[:, g]]) for g in np.flatnonzero(bad_slices.any(axis=0))}
+    culprits = {groups[g]: [losses[l] for l in np.flatnonzero(bad[:, :, g].any(axis=0))] for g in
+                np.flatnonzero(bad_slices.any(axis=0))}
+    return unusable, dropped, culprits
+
+
+def _steps_text(steps: tuple[int, ...]) -> str:
+    return ", ".join(str(t) for t in steps[:6]) + (f", ... ({len(steps)} steps)" if len(steps) > 6 else "")
 
 
 def _anchor_components(losses: list[str], free: list[int], held: set[int], targeted: np.ndarray,
@@ -146,10 +176,22 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
     if unknown:
         raise ValueError(f"fixed names unknown loss(es) {sorted(unknown)}; the table has {losses}")
     check_targets_reachable(target, {(l, g): bool(table.reached.loc[l, g]) for l in losses for g in table.groups})
-    present_frame = table.mean.notna()
+    norms, reached = _table_norms(table)
+    unusable, dropped, culprits = _nonfinite_cells(table, norms, reached)
+    present_frame = table.mean.notna() | pd.DataFrame(unusable, index=table.mean.index, columns=table.mean.columns)
     lower, upper = target_bounds(present_frame, target)
     check_sums(lower, upper, present_frame)
-    norms, reached = _table_norms(table)
+    refused = unusable & lower.notna().to_numpy()
+    if refused.any():
+        i, j = (int(k[0]) for k in np.nonzero(refused))
+        loss, group = losses[i], table.mean.columns[j]
+        raise ValueError(f"cannot derive the target of {loss!r} in {group!r}: every probed step of group {group!r} "
+                         f"has a non-finite norm ({', '.join(culprits[group])}; steps {_steps_text(dropped[group])}), "
+                         "so no step shows how the weights move its share; nothing was derived")
+    for group, steps in dropped.items():
+        warnings.warn(f"derive dropped {len(steps)} of {len(norms)} probed steps of group {group!r} "
+                      f"(non-finite norm of {', '.join(culprits[group])} at steps {_steps_text(steps)}); "
+                      "the coefficients are fitted to the other steps", stacklevel=2)
     with np.errstate(divide="ignore"):  # a lower bound of 0 % is log 0 = -inf: no lower bound
         log_lo, log_hi = np.log(lower.to_numpy()), np.log(upper.to_numpy())
     targeted = ~np.isnan(log_lo)
@@ -197,6 +239,7 @@ def derive_coefficients(table: ContributionTable, target: Target, *,
         max_error=float(np.nanmax(miss.to_numpy())) if targeted.any() else 0.0,
         untargeted=tuple(l for i, l in enumerate(losses) if l not in fixed and not targeted[i].any()),
         anchors={losses[a]: tuple(losses[i] for i in members) for a, members in anchors.items()},
+        dropped=dropped,
     )
 
 

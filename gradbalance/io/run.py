@@ -3,7 +3,9 @@
 Files are written atomically (:func:`gradbalance.io.atomic.atomic_write_text`). A ``records.csv`` cut
 short (a killed probe, a partial copy) is read with a warning saying what is missing: a last line
 cut mid-record and a last step with fewer records than the others are dropped, and fewer probed
-steps than ``run.json`` promises (``ceil(steps / every)``) is reported.
+steps than ``run.json`` promises (``ceil(steps / every)``) is reported. Damaged records (a NaN
+step, a negative or edited norm, a cell twice) are an error naming the file, line and column
+(:mod:`gradbalance.io.record_checks`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Optional
 import pandas as pd
 
 from gradbalance.io.atomic import atomic_write_text
+from gradbalance.io.record_checks import validate_records
 
 if TYPE_CHECKING:  # annotations only: gradbalance.io imports nothing of the probe or the report at run time
     from gradbalance.report.table import ContributionTable
@@ -87,6 +90,7 @@ def _read_records(path: Path, metadata: dict) -> pd.DataFrame:
     missing = {"step", "loss", "group", "norm"} - set(records.columns)
     if missing:
         raise ValueError(f"{path} lacks the column(s) {sorted(missing)}")
+    records = validate_records(records, path)
     if not records.empty:
         counts = records.groupby("step").size()
         if counts.iloc[-1] < counts.max():

@@ -102,6 +102,13 @@ class ContributionTable:
             raise ValueError(f"records lack column(s) {sorted(missing)}; have {list(records.columns)}")
         data = records.copy()
         data["reached"] = reached_column(data, column)
+        negative = data[column].astype(float) < 0
+        if negative.any():
+            row = data[negative].iloc[0]
+            raise ValueError(f"records hold a negative {column} {row[column]!r} (step {row['step']} loss "
+                             f"{row['loss']!r} group {row['group']!r}); a norm is >= 0")
+        if data["step"].isna().any():
+            raise ValueError("records hold a record without a step number")
         if column != "norm":  # e.g. precond_norm: a step without a value in any cell was not measured
             measured = data.groupby("step")[column].transform(lambda s: s.notna().any())
             data = data[measured]

@@ -19,9 +19,10 @@ from stlic.codec.codec import (
 )
 from stlic.codec.fingerprint import model_fingerprint
 from stlic.codec.image_io import read_image, write_image
+from stlic.codec.memory import NotEnoughMemoryError, coding_memory
 
 __all__ = [
     "BitstreamError", "Container", "parse_container", "write_container", "model_fingerprint",
     "compress_image", "decompress_image", "find_level_for_bpp", "RateSearchResult", "bits_per_pixel",
-    "read_image", "write_image",
+    "read_image", "write_image", "NotEnoughMemoryError", "coding_memory",
 ]

@@ -4,8 +4,9 @@
 the container of :mod:`stlic.codec.bitstream`; ``decompress_image`` checks the container, the
 model fingerprint, a decoder size limit and the layout of both strings against the image size
 *before* the networks allocate anything. A decoder whose entropy parameters differ from the
-encoder's fails the strings' symbol checksum: the error names the encoder's device and numerics
-(stored in the container). The rate is the file size: ``bpp = 8 * len(file) / (H * W)``,
+encoder's fails the strings' symbol checksum: the error names what differs between the encoder's
+device and numerics (stored in the container) and the decoder's, or, when nothing does, says the
+file is damaged. The rate is the file size: ``bpp = 8 * len(file) / (H * W)``,
 header and checksums included.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from stlic.codec.bitstream import BitstreamError, Container, parse_container, write_container
 from stlic.codec.fingerprint import model_fingerprint
+from stlic.codec.memory import memory_guard
 from stlic.entropy.rans_stream import LatentStringError, SymbolChecksumError, split_chunks
 from stlic.models.lalic import SIZE_MULTIPLE
 from stlic.models.outputs import DecodedImage
@@ -60,12 +62,29 @@ def numerics(model: nn.Module) -> str:
     return f"{device.type} {str(dtype).removeprefix('torch.')} torch {torch.__version__}"
 
 
+def check_decodable_size(height: int, width: int, max_pixels: int = DECODE_MAX_PIXELS) -> None:
+    """Refuse an image the decoder would refuse (over ``max_pixels``), before encoding it."""
+    if height < 1 or width < 1:
+        raise ValueError(f"image of {height}x{width} pixels is empty")
+    if height * width > max_pixels:
+        raise ValueError(
+            f"image of {width}x{height} = {height * width} pixels exceeds the decoder's limit of {max_pixels} "
+            "pixels, so its file could not be decoded; compress a downscaled or cropped copy"
+        )
+
+
 @torch.no_grad()
-def compress_image(model: nn.Module, image: Tensor, level: float) -> bytes:
-    """Encode one image (values in [0, 1], any size) into ``.stlic`` bytes."""
+def compress_image(model: nn.Module, image: Tensor, level: float, max_pixels: int = DECODE_MAX_PIXELS) -> bytes:
+    """Encode one image (values in [0, 1], any size up to ``max_pixels``) into ``.stlic`` bytes.
+
+    The size and the memory the encoder needs (:mod:`stlic.codec.memory`) are checked first."""
     batch = _as_batch(image)
     level = coding_level(model, level)
-    compressed = model.compress(batch.to(next(model.parameters()).device), level)
+    height, width = (int(s) for s in batch.shape[-2:])
+    check_decodable_size(height, width, max_pixels)
+    device = next(model.parameters()).device
+    with memory_guard("compress", model.config, height, width, device):
+        compressed = model.compress(batch.to(device), level)
     container = Container(
         fingerprint=model_fingerprint(model),
         encoder=numerics(model),
@@ -125,17 +144,32 @@ def decompress_image(model: nn.Module, data: bytes, max_pixels: int = DECODE_MAX
     """
     container = read_container(model, data, max_pixels)
     strings = [list(group) for group in container.strings]
+    height, width = container.original_size
     try:
-        return model.decompress(strings, container.latent_shape, container.level, container.original_size,
-                                refine=refine)
+        with memory_guard("decompress", model.config, height, width, next(model.parameters()).device,
+                          decode=True, refine=refine):
+            return model.decompress(strings, container.latent_shape, container.level, container.original_size,
+                                    refine=refine)
     except SymbolChecksumError as error:
         if error.latent != "y":
             raise
-        here = numerics(model)
-        raise SymbolChecksumError(
-            f"{error}; the file was encoded with '{container.encoder}', this decoder runs '{here}': "
-            "decode with the encoder's device and numerics", error.latent,
-        ) from None
+        raise SymbolChecksumError(checksum_message(container.encoder, numerics(model)), error.latent) from None
+
+
+def checksum_message(encoder: str, decoder: str) -> str:
+    """Why the y symbols failed their checksum: what differs between the encoder's numerics and
+    this decoder's (``"cpu float64 torch 2.9.1"``), or, when nothing does, a damaged file."""
+    head = "decoded latent y fails the encoder's checksum of CDF indexes and symbols"
+    if encoder == decoder:
+        return (f"{head}: the file is damaged (its container checksum holds, but encoder and decoder "
+                f"numerics are the same, '{decoder}', so the strings themselves were changed)")
+    names = ("device", "precision", "library")
+    old, new = encoder.split(" ", 2), decoder.split(" ", 2)
+    differ = [f"{name} '{a}' -> '{b}'" for name, a, b in zip(names, old, new) if a != b]
+    if len(old) != 3 or len(new) != 3 or not differ:
+        differ = [f"'{encoder}' -> '{decoder}'"]
+    return (f"{head}: encoder and decoder differ in {', '.join(differ)} (file encoded with '{encoder}', "
+            f"this decoder runs '{decoder}'); decode with the encoder's numerics, or the file is damaged")
 
 
 def bits_per_pixel(data: bytes, image: Tensor) -> float:

@@ -8,8 +8,10 @@ phase-1 ``model.pt`` or an official LALIC checkpoint; refiner = identity, fresh 
 config whose rate range differs from the checkpoint's QVRF levels is refused unless
 ``--accept-rate-range``.
 ``--resume`` continues exactly from ``RUN/checkpoint.pt`` (the config stored there unless
-``--config`` is given, which must build the same model). A NaN / inf loss or gradient stops
-training with exit status 3 and leaves the last good checkpoint in place.
+``--config`` is given, which must build the same model); a stop step (``--steps``, else the
+schedule's total) below the checkpoint's is refused (nothing to train), one equal to it trains
+nothing and re-exports the model. A NaN / inf loss or gradient stops training with exit status 3
+and leaves the last good checkpoint in place.
 
 The run folder is locked while training (:mod:`stlic.training.run_lock`; a second ``stlic train``
 on it stops with an error), temporary files a killed run left there are removed, and a folder
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     from stlic.checkpoints import save_model_checkpoint
     from stlic.output_files import check_writable_folder
-    from stlic.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from stlic.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, resume_target
     from stlic.training.distributed import init_distributed
     from stlic.training.finite import NonFiniteLossError
     from stlic.training.run_lock import RunLock
@@ -144,9 +146,13 @@ def run(args: argparse.Namespace) -> int:
         config = _config(args, state)
         if state is not None and args.config is not None:
             _check_same_model(config, state, out)
+        if state is not None:
+            target = resume_target(out / CHECKPOINT_NAME, state["step"], args.steps, config.schedule.total_steps)
+            if target == state["step"]:
+                print(f"nothing to train: {out} is already at step {target}; exporting its model", file=sys.stderr)
         solver = STLICSolver(config, device=device, out_dir=out, data=args.data, context=context)
         if state is not None:
-            solver.load_state_dict(state)
+            solver.load_state_dict(state, source=out / CHECKPOINT_NAME)
             print(f"resuming {out} from step {solver.step}", file=sys.stderr)
         elif args.init:
             from stlic.training.initialize import init_main_network

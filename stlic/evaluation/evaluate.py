@@ -9,9 +9,13 @@ level, bpp and scores (unless ``progress=False``): a long run shows where it is,
 leaves the images done so far (``summary.json`` is written only at the end).
 
 Input handling: a missing folder or one without images raises; a file with an image suffix that
-cannot be read is skipped with a warning naming it (and listed in the summary's notes); images
-smaller than 161 px get MS-SSIM = NaN (excluded from the mean, noted). FID is refused up front,
-before any coding, when the set has fewer than ``fid_min_patches`` patches.
+cannot be read, an image over the decoder's pixel limit (before any coding) and one that cannot be
+coded (e.g. not enough memory) are skipped with a warning naming it and the reason (and listed in
+the summary's notes, which start with how many images were evaluated and skipped); every image
+``stlic compress`` accepts is evaluated. Images smaller than 161 px get MS-SSIM = NaN (excluded
+from the mean, noted); a side under the LPIPS network's smallest is edge-padded for LPIPS
+(:class:`~stlic.evaluation.metrics.LPIPSMetric`, noted). FID is refused up front, before any
+coding, when the set has fewer than ``fid_min_patches`` patches.
 """
 from __future__ import annotations
 
@@ -105,6 +109,28 @@ def _encode(model, image: torch.Tensor, options: EvalOptions) -> tuple[bytes, fl
     return compress_image(model, image, level), level
 
 
+def _skip(notes: list[str], file: ImageFile, reason: str) -> None:
+    """Warn that ``file`` is skipped and why; the reason goes into the summary's notes."""
+    notes.append(f"skipped {file.path.name} ({file.width}x{file.height}): {reason}")
+    warnings.warn(notes[-1])
+
+
+def _codable(files: list[ImageFile], notes: list[str]) -> list[ImageFile]:
+    """The images the decoder can decode; the others are skipped before any coding (as
+    ``stlic compress`` refuses them), so FID counts only the images that will be evaluated."""
+    from stlic.codec.codec import check_decodable_size
+
+    kept = []
+    for file in files:
+        try:
+            check_decodable_size(file.height, file.width)
+        except ValueError as error:
+            _skip(notes, file, str(error))
+            continue
+        kept.append(file)
+    return kept
+
+
 class ImageScores(NamedTuple):
     psnr: float
     ms_ssim: float  # NaN under MS_SSIM_MIN_SIZE
@@ -151,6 +177,25 @@ def _build_metrics(options: EvalOptions) -> dict[str, _OutputMetrics]:
     }
 
 
+def _check_rate(model, options: EvalOptions) -> None:
+    from stlic.codec.codec import coding_level
+
+    coding_level(model, options.rate_level or 0.0)
+    if options.target_bpp is not None and not (math.isfinite(options.target_bpp) and options.target_bpp > 0):
+        raise ValueError(f"target bpp must be a positive number, got {options.target_bpp}")
+
+
+def _fid_still_possible(results: list[ImageResult], options: EvalOptions, notes: list[str]) -> bool:
+    """After images were skipped mid-run, FID only if the evaluated ones still give enough patches."""
+    patches = sum(count_fid_patches(r.height, r.width) for r in results)
+    if patches >= options.fid_min_patches:
+        return True
+    notes.append(f"FID not computed: the evaluated images give {patches} patches of {FID_PATCH_SIZE} px, fewer "
+                 f"than --fid-min-patches {options.fid_min_patches}, after images were skipped")
+    warnings.warn(notes[-1])
+    return False
+
+
 def _check_options(options: EvalOptions) -> None:
     if options.rate_level is not None and options.target_bpp is not None:
         raise ValueError("give either a rate level or a target bpp, not both")
@@ -168,6 +213,10 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options:
     options = options or EvalOptions()
     _check_options(options)
     files, notes = find_images(data, options.limit)
+    found = len(files) + len(notes)  # readable images and the unreadable ones skipped
+    files = _codable(files, notes)
+    if not files:
+        raise ValueError(f"no image of {str(data)!r} can be coded; the last {notes[-1]}")
     if options.dists:
         warnings.warn(DISTS_UNAVAILABLE)
         notes.append(DISTS_UNAVAILABLE)
@@ -178,16 +227,23 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options:
 
     model, _, _ = load_inference_model(checkpoint)  # a model.pt, or a training checkpoint.pt (warned)
     model = model.to(resolve_device(options.device))
+    _check_rate(model, options)  # a bad level is the user's, not one image's: refuse before coding
     metrics = _build_metrics(options)
     lpips = metrics[OUTPUTS[0]].lpips
     out = Path(out)
     results: list[ImageResult] = []
+    padded_lpips = 0
     bar = tqdm(files, desc="stlic eval", unit="img", disable=not options.progress)
     for index, file in enumerate(bar):
-        x = read_image(file.path)
-        data_bytes, level = _encode(model, x, options)
-        decoded = decompress_image(model, data_bytes)
+        try:
+            x = read_image(file.path)
+            data_bytes, level = _encode(model, x, options)
+            decoded = decompress_image(model, data_bytes)
+        except (ValueError, MemoryError) as error:  # this image only: the others are still evaluated
+            _skip(notes, file, " ".join(str(error).split()))
+            continue
         x = x.unsqueeze(0)
+        padded_lpips += lpips.needs_padding(x)
         outputs = {"decoder": decoded.x_hat.cpu().clamp(0, 1), "refined": decoded.x_refined.cpu().clamp(0, 1)}
         scores = {name: metrics[name].update(x, outputs[name]) for name in OUTPUTS}
         if options.fid:
@@ -206,12 +262,22 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options:
             bar.write(f"[{index + 1}/{len(files)}] {file.path.name}: level {level:.3f}, {bpp:.4f} bpp, PSNR "
                       f"{decoder.psnr:.2f} / {refined.psnr:.2f} dB, {lpips.name} {decoder.lpips:.4f} / "
                       f"{refined.lpips:.4f} (decoder / refined)", file=sys.stderr)
-        if index < options.figures:
+        if len(results) <= options.figures:
             save_comparison_figure(
                 out / "figures" / f"{file.path.stem}.png", x, outputs["decoder"], outputs["refined"], bpp,
                 PanelScores(decoder.psnr, decoder.lpips), PanelScores(refined.psnr, refined.lpips), lpips.name,
                 image_name=file.path.name,
             )
+    if not results:
+        raise ValueError(f"no image of {str(data)!r} could be evaluated; the last {notes[-1]}")
+    skipped = found - len(results)
+    if options.fid and skipped > found - len(files) and not _fid_still_possible(results, options, notes):
+        for name in OUTPUTS:
+            metrics[name].fid = None
+    notes.insert(0, f"evaluated {len(results)} of {found} image(s), skipped {skipped}")
+    if padded_lpips:
+        notes.append(f"LPIPS of {padded_lpips} image(s) with a side under {lpips.min_side()} px, the smallest "
+                     f"{lpips.name} takes, computed on edge-padded copies")
     if any(math.isnan(r.ms_ssim_refined) for r in results):
         notes.append(f"MS-SSIM skipped for images under {MS_SSIM_MIN_SIZE} px (NaN in per_image.csv)")
     if not options.fid:
@@ -223,6 +289,6 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, options:
         rate_level=None if options.target_bpp is not None else (options.rate_level or 0.0),
         target_bpp=options.target_bpp, lpips_name=lpips.name,
         fid_name=f"FID/{FID_PATCH_SIZE}",
-        outputs={name: metrics[name].summary() for name in OUTPUTS}, notes=notes,
+        outputs={name: metrics[name].summary() for name in OUTPUTS}, notes=notes, num_skipped=skipped,
     )
     return EvalResult(summary, results, write_results(out, summary, results))

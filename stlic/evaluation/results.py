@@ -58,6 +58,7 @@ class EvalSummary:
     fid_name: str
     outputs: dict[str, OutputSummary]
     notes: list[str] = field(default_factory=list)
+    num_skipped: int = 0  # images of the folder not evaluated (unreadable, too large, could not be coded)
 
     def table_rows(self) -> list[TableRow]:
         rows = []
@@ -101,7 +102,8 @@ def write_results(out_dir: Path, summary: EvalSummary, images: list[ImageResult]
     atomic_write_text(paths["summary"], json.dumps(_json_safe(asdict(summary)), indent=2) + "\n")
     notes = "".join(f"\n- {note}" for note in summary.notes)
     header = (
-        f"Evaluation of `{summary.checkpoint}` on `{summary.data}` ({summary.num_images} images). "
+        f"Evaluation of `{summary.checkpoint}` on `{summary.data}` ({summary.num_images} images"
+        f"{f', {summary.num_skipped} skipped' if summary.num_skipped else ''}). "
         f"PSNR: mean of per-image PSNR; bpp: file size.{notes}\n\n"
     )
     atomic_write_text(paths["table"], header + summary.table_markdown())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -36,6 +37,37 @@ def log_spaced_lambdas(low: float, high: float, n_levels: int) -> tuple[float, .
         raise ValueError(f"need at least 2 rate levels, got {n_levels}")
     step = (math.log(high) - math.log(low)) / (n_levels - 1)
     return tuple(round(math.exp(math.log(low) + i * step), 6) for i in range(n_levels))
+
+
+#: integer-list fields: (length, None = any, and the smallest allowed value)
+_INTEGER_LISTS = {"transform_channels": (4, 1), "transform_depths": (3, 0), "hyper_channels": (2, 1),
+                  "groups": (None, 1)}
+#: integer fields and their smallest allowed value
+_INTEGERS = {"hyper_depth": 0, "block_hidden_rate": 1, "context_blocks": 0, "context_hidden_rate": 1,
+             "aggregation_min_channels": 1, "aggregation_layers": 1, "aggregation_expansion": 1,
+             "refiner_channels": 1, "refiner_depth": 1}
+
+
+def _is_integer(value: Any, low: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def check_field_types(values: Mapping[str, Any]) -> None:
+    """A ValueError naming the first field whose value has the wrong kind, e.g. ``field
+    transform_channels must be a list of 4 integers >= 1, got 'abc'`` (checked before any use)."""
+    for name, (length, low) in _INTEGER_LISTS.items():
+        value = values[name]
+        if not (isinstance(value, (list, tuple)) and (length is None or len(value) == length) and value
+                and all(_is_integer(v, low) for v in value)):
+            count = f"{length} " if length else ""
+            raise ValueError(f"field {name} must be a list of {count}integers >= {low}, got {value!r}")
+    for name, low in _INTEGERS.items():
+        if not _is_integer(values[name], low):
+            raise ValueError(f"field {name} must be an integer >= {low}, got {values[name]!r}")
+    lambdas = values["rate_lambdas"]
+    if not (isinstance(lambdas, (list, tuple)) and lambdas and all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in lambdas)):
+        raise ValueError(f"field rate_lambdas must be a list of positive numbers, got {lambdas!r}")
 
 
 @dataclass(frozen=True)
@@ -64,22 +96,20 @@ class ModelConfig:
     rate_lambdas: tuple[float, ...] = field(default_factory=lambda: log_spaced_lambdas(0.55, 6.40, 6))
 
     def __post_init__(self) -> None:
-        for name in ("transform_channels", "transform_depths", "hyper_channels", "groups", "rate_lambdas"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if len(self.transform_channels) != 4 or len(self.transform_depths) != 3:
-            raise ValueError("transform_channels needs 4 widths and transform_depths 3 depths")
-        if len(self.hyper_channels) != 2:
-            raise ValueError(f"hyper_channels needs 2 widths, got {self.hyper_channels}")
+        check_field_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        for name in _INTEGER_LISTS:  # plain Python numbers (numpy ones would not survive weights_only)
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        for name in _INTEGERS:
+            object.__setattr__(self, name, int(getattr(self, name)))
+        object.__setattr__(self, "rate_lambdas", tuple(float(v) for v in self.rate_lambdas))
         if sum(self.groups) != self.latent_channels:
             raise ValueError(
-                f"groups {self.groups} sum to {sum(self.groups)}, not the latent channels M={self.latent_channels}"
+                f"field groups: {list(self.groups)} sum to {sum(self.groups)}, not the latent channels M={self.latent_channels}"
             )
-        if any(g <= 0 for g in self.groups):
-            raise ValueError(f"every channel group needs at least one channel, got {self.groups}")
         if len(self.rate_lambdas) < 1 or any(v <= 0 for v in self.rate_lambdas):
-            raise ValueError(f"rate_lambdas must be positive, got {self.rate_lambdas}")
+            raise ValueError(f"field rate_lambdas must be positive, got {self.rate_lambdas}")
         if any(b <= a for a, b in zip(self.rate_lambdas, self.rate_lambdas[1:])):
-            raise ValueError(f"rate_lambdas must be strictly increasing, got {self.rate_lambdas}")
+            raise ValueError(f"field rate_lambdas must be strictly increasing, got {self.rate_lambdas}")
 
     @property
     def latent_channels(self) -> int:
@@ -113,6 +143,8 @@ class ModelConfig:
 
         ``base`` is a ModelConfig or a preset name; an unknown key raises a ValueError naming it.
         """
+        if not isinstance(values, Mapping):
+            raise ValueError(f"a model config must be a mapping of fields, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -2,7 +2,7 @@
 
 With a ``balancer`` section in the training config,
 
-    balancer: {targets: configs/targets/paper_table1.yaml, every: 50}
+    balancer: {targets: configs/targets/paper_table1.yaml, every: 10}
 
 the Table II weights of ``loss_weights`` are only the starting coefficients: every ``every`` steps the
 balancer measures each loss's gradient norm in ``main`` (LALIC) and ``refiner`` (UNet), the columns
@@ -19,11 +19,14 @@ points); the balancer's state goes into ``checkpoint.pt`` (exact resume) and its
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Union
+
+from gradbalance.balance_spec import BalancerSpec
 
 #: the parameter groups of Table I
 MAIN, REFINER = "main", "refiner"
@@ -31,40 +34,41 @@ MAIN, REFINER = "main", "refiner"
 
 @dataclass(frozen=True)
 class BalancerConfig:
-    """The ``balancer`` section: see :class:`gradbalance.Balancer` for the meaning of each field.
+    """The ``balancer`` section: the keywords of :class:`gradbalance.BalancerSpec`, one to one.
 
-    ``targets``: ``equal`` or a YAML file ``{group: {loss: percent}}`` (a path, or relative to the
-    repository). ``bounds``: ``{loss: [lo, hi]}`` limits of the coefficients (rate: of its multiplier).
+    Validation is the spec's (the same rules the Balancer applies, checked at startup): the targets
+    file is read and a group whose targets cannot sum to 100 % is refused here. ``targets``: ``equal``
+    or a YAML file ``{group: {loss: percent}}`` (a path, or relative to the repository).
+    ``bounds``: ``{loss: [lo, hi]}`` limits of the coefficients (rate: of its multiplier). The defaults
+    are the spec's, except ``fixed: [rate]`` (the rate multiplier anchors the scale the shares leave free).
     """
 
     targets: str
-    every: int = 50
-    ema: float = 0.9
-    max_change: float = 2.0
-    precond: bool = False
-    tolerance: float = 0.5
+    every: int = BalancerSpec.every
+    ema: float = BalancerSpec.ema
+    window: int = BalancerSpec.window
+    law: str = BalancerSpec.law
+    gain: float = BalancerSpec.gain
+    max_change: float = BalancerSpec.max_change
     fixed: tuple[str, ...] = ("rate",)
     bounds: dict = field(default_factory=dict)
+    precond: bool = BalancerSpec.precond
+    tolerance: float = BalancerSpec.tolerance
 
     def __post_init__(self) -> None:
         from stlic.training.config import LOSS_NAMES, ConfigError
 
-        if self.every < 1:
-            raise ConfigError(f"balancer.every: must be >= 1, got {self.every}")
-        if not 0 <= self.ema < 1:
-            raise ConfigError(f"balancer.ema: must be in [0, 1), got {self.ema}")
-        if not self.max_change > 1:
-            raise ConfigError(f"balancer.max_change: must be > 1, got {self.max_change}")
-        if not self.tolerance >= 0:
-            raise ConfigError(f"balancer.tolerance: must be >= 0, got {self.tolerance}")
-        for name in (*self.fixed, *self.bounds):
-            if name not in LOSS_NAMES:
-                raise ConfigError(f"balancer: unknown loss {name!r}; the losses are {list(LOSS_NAMES)}")
-        for name, pair in self.bounds.items():
-            if not (isinstance(pair, (list, tuple)) and len(pair) == 2
-                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
-                    and 0 < pair[0] <= pair[1]):
-                raise ConfigError(f"balancer.bounds.{name}: expected [lo, hi] with 0 < lo <= hi, got {pair!r}")
+        try:
+            self.spec().check(LOSS_NAMES, (MAIN, REFINER))
+        except ValueError as error:
+            raise ConfigError(f"balancer: {error}") from None
+
+    def spec(self) -> BalancerSpec:
+        """The :class:`gradbalance.BalancerSpec` of this section (the targets file read)."""
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        settings.update(targets=load_targets(self.targets), bounds={k: tuple(v) for k, v in self.bounds.items()},
+                        fixed=list(self.fixed))
+        return BalancerSpec(**settings)
 
 
 def load_targets(targets: str) -> Union[str, dict]:
@@ -102,13 +106,12 @@ class TrainingBalancer:
         quantiles = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
         refiner = list(model.refiner.parameters())
         groups = {MAIN: main, REFINER: refiner} if refine else {MAIN: main}  # coupled: no refiner trained
+        spec = config.spec()
         self.balancer = Balancer(
-            model, groups, load_targets(config.targets),
-            weights=self.base, optimizer=optimizer, every=config.every, ema=config.ema,
-            bounds={k: tuple(v) for k, v in config.bounds.items()}, fixed=[n for n in config.fixed if n in self.base],
-            max_change=config.max_change, precond=config.precond, tolerance=config.tolerance,
-            loss_order=LOSS_NAMES, scaler=scaler if scaler is not None and scaler.is_enabled() else None,
-            strict=True, ignore=quantiles + ([] if refine else refiner))
+            model, groups, weights=self.base, optimizer=optimizer,
+            spec=spec.replace(fixed=[n for n in spec.fixed if n in self.base]), loss_order=LOSS_NAMES,
+            scaler=scaler if scaler is not None and scaler.is_enabled() else None, strict=True,
+            ignore=quantiles + ([] if refine else refiner))
         if not is_main:  # every rank computes the same update: let rank 0 alone report misses
             logging.getLogger("gradbalance.balancer").setLevel(logging.ERROR)
 

@@ -3,13 +3,14 @@
 A checkpoint is a plain dict of tensors, numbers, strings and containers, so it loads with
 ``torch.load(..., weights_only=True)``. It is written to a synced temporary file and moved over
 ``path`` with ``os.replace`` (:func:`stlic.checkpoints.atomic_torch_save`): a crash mid-write
-leaves the previous checkpoint intact.
+leaves the previous checkpoint intact. A field that is missing, of the wrong kind or does not fit
+the run is an error naming the file and the field (:func:`load_checkpoint`, :func:`load_fields`).
 """
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -81,9 +82,62 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as error:  # pickle / zip errors of a truncated or foreign file
         raise ValueError(f"{str(path)!r} is not a readable training checkpoint (truncated or corrupt?): "
                          f"{load_error_summary(error)}") from None
-    if not isinstance(state, dict) or "step" not in state or "model" not in state:
+    if not isinstance(state, dict) or not {"step", "model"} & set(state):
         raise ValueError(f"{str(path)!r} is not an ST-LIC training checkpoint (no 'step'/'model')")
+    for name in ("step", "model", "config"):
+        if name not in state:
+            raise ValueError(f"{str(path)!r}: field {name} is missing (the file was written by another version "
+                             "of stlic or damaged)")
+    step = state["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ValueError(f"{str(path)!r}: field step must be an integer >= 0, got {step!r} (the file was edited "
+                         "or damaged)")
+    from stlic.training.config import TrainConfig
+
+    try:
+        TrainConfig.from_dict(state["config"])
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{str(path)!r}: its field config is invalid ({' '.join(str(error).split())}); the file "
+                         "was written by another version of stlic or edited") from None
     return state
+
+
+def resume_target(path: str | Path, step: int, steps: int | None, total: int) -> int:
+    """The step a run resumed at ``step`` trains to: ``steps`` (``--steps``), else the schedule's
+    ``total``. One below ``step`` is refused: training cannot go back, and exporting the later
+    weights as if they were the earlier step's would mislead."""
+    target, what = (total, "the schedule's total") if steps is None else (steps, "--steps")
+    if target < step:
+        raise ValueError(f"{str(path)!r} is at step {step}, past {what} {target}: nothing to train (a run cannot "
+                         f"go back; give --steps above {step} to continue it, or --force to start over)")
+    return target
+
+
+def load_fields(state: Mapping[str, Any], loaders: Sequence[tuple[str, Callable[[Any], None]]],
+                source: str | Path | None = None) -> None:
+    """Call each ``loader`` on ``state[field]`` in order; a missing field or one its loader refuses
+    (torch's long load errors, a KeyError deep in an optimizer state) is one ValueError naming the
+    file and the field."""
+    from stlic.checkpoints import load_error_summary
+
+    where = f"{str(source)!r}: " if source is not None else "training checkpoint: "
+    for field, loader in loaders:
+        if field not in state:
+            raise ValueError(f"{where}field {field} is missing (the file was written by another version of stlic "
+                             "or damaged)")
+        try:
+            loader(state[field])
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
+            raise ValueError(f"{where}field {field} does not fit this run ({load_error_summary(error)}); the file "
+                             "was written for another model or by another version of stlic, or is damaged") from None
+
+
+def check_data_stream(value: Any) -> tuple[int, int]:
+    """A checkpoint's ``data_stream``: (stage index, batches drawn in that stage), both integers >= 0."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+        raise ValueError(f"expected [stage index, batches drawn], two integers >= 0, got {value!r}")
+    return int(value[0]), int(value[1])
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -25,8 +25,8 @@ from torch import Tensor
 
 from stlic.checkpoints import atomic_torch_save
 from stlic.training.balancing import TrainingBalancer
-from stlic.training.checkpoint import (CHECKPOINT_NAME, MODEL_NAME, capture_rng_state, export_model, load_checkpoint,
-                                       restore_rng_state, seed_everything)
+from stlic.training.checkpoint import (CHECKPOINT_NAME, MODEL_NAME, capture_rng_state, check_data_stream, export_model,
+                                       load_checkpoint, load_fields, restore_rng_state, seed_everything)
 from stlic.training.config import LOSS_NAMES, TrainConfig
 from stlic.training.data import ImageFolder, ResumableSampler, default_data_sources, make_loader
 from stlic.training.distributed import (DistributedContext, all_reduce_grads, all_reduce_mean, any_rank,
@@ -326,19 +326,25 @@ class STLICSolver:
             **({"balancer": self.balancing.state_dict()} if self.balancing is not None else {}),
         }
 
-    def load_state_dict(self, state: Mapping) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.aux_optimizer.load_state_dict(state["aux_optimizer"])
-        self.adversarial.load_state_dict(state["adversarial"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.lambda_generator.set_state(state["lambda_generator"])
-        self._stream, self._batches = tuple(state["data_stream"]), None
-        self.step = int(state["step"])
+    def load_state_dict(self, state: Mapping, source: str | Path | None = None) -> None:
+        """Restore :meth:`state_dict`; a field that does not fit is an error naming ``source`` and the field."""
+        def stream(value) -> None:
+            self._stream, self._batches = check_data_stream(value), None
+
+        def scaler(value) -> None:  # a disabled GradScaler (fp32) accepts anything: check the kind here
+            if not isinstance(value, Mapping):
+                raise TypeError(f"expected a mapping, got {type(value).__name__}")
+            self.scaler.load_state_dict(value)
+
+        loaders = [("model", self.model.load_state_dict), ("optimizer", self.optimizer.load_state_dict),
+                   ("aux_optimizer", self.aux_optimizer.load_state_dict),
+                   ("adversarial", self.adversarial.load_state_dict), ("scaler", scaler),
+                   ("lambda_generator", self.lambda_generator.set_state), ("data_stream", stream),
+                   ("step", lambda value: setattr(self, "step", int(value))), ("rng", restore_rng_state)]
         self.train_seconds = float(state.get("train_seconds", 0.0))  # absent in older checkpoints
-        restore_rng_state(state["rng"])
         if self.balancing is not None and "balancer" in state:
-            self.balancing.load_state_dict(state["balancer"])
+            loaders.append(("balancer", self.balancing.load_state_dict))
+        load_fields(state, loaders, source)
 
     def save_checkpoint(self) -> Path | None:
         """Atomically write ``RUN/checkpoint.pt`` and ``RUN/model.pt`` (rank 0 only; None when nothing
@@ -358,5 +364,6 @@ class STLICSolver:
         source = path if path is not None else self.out_dir
         if source is None:
             raise ValueError("resume needs a checkpoint path or an out_dir")
-        self.load_state_dict(load_checkpoint(source, map_location=self.device))
+        path = Path(source) / CHECKPOINT_NAME if Path(source).is_dir() else source
+        self.load_state_dict(load_checkpoint(source, map_location=self.device), source=path)
         return self.step

@@ -114,7 +114,8 @@ def test_a_loss_in_warm_up_leaves_the_others_balanced_in_the_target_ratios(caplo
 
 def test_the_ema_smooths_norms_per_unit_coefficient_and_a_zero_factor_adds_nothing():
     case, groups = mlp()
-    balancer = Balancer(case.model, groups, "equal", weights=case.weights, every=1, ema=0.75, max_change=1.0001)
+    balancer = Balancer(case.model, groups, "equal", weights=case.weights, every=1, ema=0.75, max_change=1.0001,
+                        law="resolve")
     reference = GradientProbe(case.model, groups, loss_order=list(case.weights))
     first = reference.measure(case.losses(), case.weights).raw_norm
     balancer.backward(case.losses(), {"sparse": 3.0})

@@ -28,6 +28,7 @@ MOVED = {
     "gradbalance.reference": "gradbalance.report.reference",
     "gradbalance.scale_report": "gradbalance.report.scale_report",
     "gradbalance.run": "gradbalance.io.run", "gradbalance.export": "gradbalance.io.export",
+    "gradbalance.record_checks": "gradbalance.io.record_checks",
     "gradbalance.target": "gradbalance.targets.target", "gradbalance.examples": "gradbalance.targets.examples",
     "gradbalance.reprobe": "gradbalance.targets.probe_loop",
     **{f"gradbalance.{name}": f"gradbalance.probe.{name}" for name in (
@@ -47,7 +48,7 @@ def _fresh_modules(code: str, env: dict | None = None) -> dict:
 
 # every name of the public API and the room that holds it now
 HOMES = {
-    "Balancer": "gradbalance.balancer", "ContributionTable": "gradbalance.report.table",
+    "Balancer": "gradbalance.balancer", "BalancerSpec": "gradbalance.balance_spec", "ContributionTable": "gradbalance.report.table",
     "DerivedCoefficients": "gradbalance.functional.derive", "GradientProbe": "gradbalance.probe.gradient_probe",
     "GroupSpec": "gradbalance.probe.groups", "ParameterGroups": "gradbalance.probe.groups",
     "ProbeTarget": "gradbalance.targets.target", "Rebalanced": "gradbalance.functional.rebalance",
@@ -96,7 +97,8 @@ def test_an_atomic_write_loads_neither_torch_nor_pandas(module):
 def test_io_imports_nothing_else_of_gradbalance():
     loaded = _fresh_modules("import gradbalance.io.run, gradbalance.io.export, gradbalance.io.atomic")
     assert sorted(set(loaded["gradbalance"]) - LIGHT) == [
-        "gradbalance.io", "gradbalance.io.atomic", "gradbalance.io.export", "gradbalance.io.run"]
+        "gradbalance.io", "gradbalance.io.atomic", "gradbalance.io.export", "gradbalance.io.record_checks",
+        "gradbalance.io.run"]
 
 
 def test_tables_load_without_matplotlib():

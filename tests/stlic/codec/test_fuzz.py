@@ -103,5 +103,32 @@ def test_strings_swapped_between_files_fail_the_checksum(model_factory, photo):
     other = parse_container(compress_image(model, 1 - photo.flip(-1), 1.0))
     assert other.strings[1] != parse_container(encoded).strings[1]  # another z
     strings = (other.strings[0], parse_container(encoded).strings[1])
-    with pytest.raises(SymbolChecksumError, match="encoded with 'cpu float64"):
+    with pytest.raises(SymbolChecksumError, match="the file is damaged .*numerics are the same, 'cpu float64"):
         decompress_image(model, _recontainer(encoded, strings=strings))
+
+
+def test_checksum_message_names_what_differs(coding_model, encoded):
+    """Flipped y strings under forged encoder numerics: the message lists exactly the fields that
+    differ from this decoder's, and says 'damaged' when none does."""
+    container = parse_container(encoded)
+    here = container.encoder.split(" ", 2)  # this test's encoder is this decoder
+    rng = random.Random(1)
+    forged = {"cuda": ("device", here[0], "cuda"), "float32": ("precision", here[1], "float32"),
+              "torch 0.0.1": ("library", here[2], "torch 0.0.1")}
+    failures = 0
+    for trial in range(12):
+        string = bytearray(container.strings[0][0])
+        string[rng.randrange(4, len(string))] ^= 1 << rng.randrange(8)
+        fields = [f for f in forged if rng.random() < 0.5]
+        encoder = " ".join(next((f for f in fields if forged[f][1] == part), part) for part in here)
+        data = _recontainer(encoded, strings=((bytes(string),), container.strings[1]), encoder=encoder)
+        try:
+            decompress_image(coding_model, data)
+        except SymbolChecksumError as error:
+            failures += 1
+            message = str(error)
+            if not fields:
+                assert "the file is damaged" in message and "numerics are the same" in message
+            for field, (name, ours, theirs) in forged.items():
+                assert (f"{name} '{theirs}' -> '{ours}'" in message) == (field in fields), message
+    assert failures >= 10

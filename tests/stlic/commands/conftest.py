@@ -42,6 +42,22 @@ def cli_files(tmp_path_factory) -> SimpleNamespace:
                            config=root / "config.yaml")
 
 
+@pytest.fixture(scope="session")
+def fast_config_file(tmp_path_factory):
+    """stlic_tiny with one 64-pixel stage of 4 steps, batch 1, one Wasserstein scale."""
+    import yaml
+
+    from stlic.training.config import load_config
+
+    data = load_config("stlic_tiny").to_dict()
+    data["schedule"]["stages"] = [{"patch_size": 64, "steps": 4, "data": []}]
+    data["perceptual"]["wasserstein_num_scales"] = 1
+    data.update(batch_size=1)
+    path = tmp_path_factory.mktemp("train_cfg") / "fast.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 @pytest.fixture
 def inputs_unchanged(cli_files):
     """Asserts, after the test, that every input file is byte-identical and nothing was added."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import yaml
 
 from stlic.cli import main
 from stlic.training.checkpoint import CHECKPOINT_NAME
@@ -14,18 +13,6 @@ from stlic.training.config import load_config
 from stlic.training.objective import STLICObjective
 from stlic.training.run_lock import RunLock
 from stlic.training.solver import STLICSolver
-
-
-@pytest.fixture(scope="module")
-def fast_config_file(tmp_path_factory):
-    """stlic_tiny with one 64-pixel stage, batch 1, one Wasserstein scale."""
-    data = load_config("stlic_tiny").to_dict()
-    data["schedule"]["stages"] = [{"patch_size": 64, "steps": 4, "data": []}]
-    data["perceptual"]["wasserstein_num_scales"] = 1
-    data.update(batch_size=1)
-    path = tmp_path_factory.mktemp("train_cfg") / "fast.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -39,11 +39,13 @@ def balanced_config(targets: str, **balancer) -> TrainConfig:
 
 
 @pytest.mark.parametrize("section, message", [
-    ({"targets": "equal", "every": 0}, "balancer.every"),
-    ({"targets": "equal", "ema": 1.0}, "balancer.ema"),
-    ({"targets": "equal", "max_change": 1.0}, "balancer.max_change"),
+    ({"targets": "equal", "every": 0}, "balancer: every must be a positive integer"),
+    ({"targets": "equal", "ema": 1.0}, "balancer: ema must be in"),
+    ({"targets": "equal", "max_change": 1.0}, "balancer: max_change must be > 1"),
+    ({"targets": "equal", "gain": 2.0}, "balancer: gain must be in"),
+    ({"targets": "equal", "law": "pid"}, "balancer: law must be one of"),
     ({"targets": "equal", "fixed": ["l3"]}, "unknown loss 'l3'"),
-    ({"targets": "equal", "bounds": {"l2": [10, 1]}}, "balancer.bounds.l2"),
+    ({"targets": "equal", "bounds": {"l2": [10, 1]}}, "balancer: bounds of 'l2' must be"),
     ({"targets": "equal", "step": 3}, "unknown key 'step' in section 'balancer'"),
     ({"every": 3}, "missing required key 'targets'"),
 ])
@@ -55,6 +57,33 @@ def test_bad_balancer_sections_are_named(section, message):
 def test_a_missing_target_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
         STLICSolver(balanced_config(str(tmp_path / "nowhere.yaml")))
+
+
+@pytest.mark.parametrize("targets, message", [
+    ({"main": {"rate": 60, "l2": 50}}, "group 'main' sum to 110 %, more than 100 %"),
+    ({"refiner": {"rate": 0, "l2": 0, "l1": 0, "lpips": 40, "wasserstein": 10, "adversarial": 10}},
+     "group 'refiner' sum to 60 %, but every loss reaching it"),
+])
+def test_target_sums_are_checked_at_startup_with_the_balancers_rules(tmp_path, targets, message):
+    path = tmp_path / "targets.yaml"
+    path.write_text(yaml.safe_dump(targets))
+    with pytest.raises(ConfigError, match=message):
+        balanced_config(str(path))  # the config is refused when read, before any training
+    from gradbalance import BalancerSpec
+    with pytest.raises(ValueError, match=message):  # the same rule, from the spec the section maps onto
+        BalancerSpec(targets=targets).check(("rate", "l2", "l1", "lpips", "wasserstein", "adversarial"),
+                                            ("main", "refiner"))
+
+
+def test_the_section_is_the_spec_one_to_one():
+    import dataclasses
+
+    from gradbalance import BalancerSpec
+    from stlic.training.balancing import BalancerConfig
+    section = [f.name for f in dataclasses.fields(BalancerConfig)]
+    assert section == [f.name for f in dataclasses.fields(BalancerSpec)]
+    spec = BalancerConfig(targets="equal", gain=0.2, bounds={"l2": [1, 100]}).spec()
+    assert spec == BalancerSpec(targets="equal", gain=0.2, bounds={"l2": (1, 100)}, fixed=["rate"])
 
 
 def test_balanced_training_applies_logs_and_saves_the_coefficients(tmp_path, photos, targets):

@@ -11,7 +11,7 @@ import torch
 
 from stlic.checkpoints import atomic_torch_save
 from stlic.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from stlic.training.config import OptimConfig, ScheduleConfig, Stage
+from stlic.training.config import OptimConfig, ScheduleConfig, Stage, load_config
 from stlic.training.dynamics import EQUILIBRIUM, dynamics_curves, moving_average, plot_dynamics
 from stlic.training.logging import RunLogger, read_log
 from stlic.training.outputs import StepOutput
@@ -49,7 +49,8 @@ def test_lambda_is_log_uniform_in_range():
 def test_rng_state_round_trip_through_a_weights_only_checkpoint(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     state = capture_rng_state()
-    atomic_torch_save({"step": 0, "model": {}, "rng": state}, tmp_path / "checkpoint.pt")
+    config = load_config("stlic_tiny").to_dict()  # a training checkpoint always holds its config
+    atomic_torch_save({"step": 0, "model": {}, "config": config, "rng": state}, tmp_path / "checkpoint.pt")
     assert not list(tmp_path.glob("*.tmp"))
     expected = (random.random(), np.random.rand(), torch.rand(2))
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
