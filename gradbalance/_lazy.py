@@ -47,6 +47,8 @@ def moved(old: str, *new: str) -> Callable:
     modules that has it, with a DeprecationWarning pointing the caller at that module."""
 
     def __getattr__(name: str):
+        if name.startswith("__") and name.endswith("__"):  # __file__, __path__, ...: the shim's own, not forwarded
+            raise AttributeError(f"module {old!r} (moved to {', '.join(new)}) has no attribute {name!r}")
         for path in new:
             module = importlib.import_module(path)
             if hasattr(module, name):

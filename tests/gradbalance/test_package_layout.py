@@ -154,6 +154,16 @@ def test_unknown_names_of_a_shim_are_attribute_errors():
         gradbalance.derive.nope  # noqa: B018
 
 
+def test_a_shims_own_attributes_are_not_forwarded():
+    """``inspect.getmodule`` (run by torch at import) asks every module for ``__file__``: a shim has none,
+    and asking warns nothing."""
+    import gradbalance.table
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not hasattr(gradbalance.table, "__file__")
+        assert not hasattr(gradbalance.table, "__path__")
+
+
 def test_rooms_that_took_an_old_name_import_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
