@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from report_file import publish
+
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "bf16_training.md"
 
 
@@ -61,7 +63,6 @@ def main() -> int:
 
     import torch
 
-    from stlic.output_files import atomic_write_text
     from stlic.paths import TINY_RD_CHECKPOINT, resolve_config
     from stlic.training.config import TrainConfig, load_config
     from stlic.training.data import ImageFolder, default_data_sources
@@ -112,11 +113,7 @@ def main() -> int:
         se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
         lines.append(f"| {name} | {sum(a) / len(a):.4f} | {sum(b) / len(b):.4f} | {mean:+.4f} | {se:.4f} | "
                      f"{'yes' if abs(mean) <= 2 * se else 'no'} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, text)
-    return 0
+    return publish(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from report_file import publish
+
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "phase2_step.md"
 PRECISIONS = ("fp32", "bf16")
 
@@ -210,13 +212,7 @@ def main() -> int:
         lines.append(f"| {name} | {a:.3f} ({100 * a / sums['fp32']:.0f} %) | {b:.3f} ({100 * b / sums['bf16']:.0f} %) "
                      f"| {a / b:.2f}x |")
     lines.append(f"| sum of parts | {sums['fp32']:.3f} | {sums['bf16']:.3f} | {sums['fp32'] / sums['bf16']:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    from stlic.output_files import atomic_write_text
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, text)
-    return 0
+    return publish(args.out, lines)
 
 
 if __name__ == "__main__":

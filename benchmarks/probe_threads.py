@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from report_file import publish
+
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "reports" / "benchmarks" / "probe_threads.md"
 
@@ -54,13 +56,7 @@ def main() -> int:
     for threads in args.threads:
         median = statistics.median(times[threads])
         lines.append(f"| {threads} | {median / args.steps:.3f} | {median / first:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    from gradbalance.io.atomic import atomic_write_text
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, text)
-    return 0
+    return publish(args.out, lines)
 
 
 if __name__ == "__main__":
