@@ -95,7 +95,7 @@ def online_run(args, config, targets_path: str):
 
 def with_targets(records: pd.DataFrame, targets) -> pd.DataFrame:
     """Records plus ``share`` (%) and the targeted interval of each cell."""
-    from gradbalance.balance_spec import target_interval
+    from gradbalance.balancer.spec import target_interval
 
     data = records.copy()
     data["share"] = 100 * data.norm / data.groupby(["step", "group"]).norm.transform("sum")
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     import torch
     import yaml
 
-    from gradbalance.balance_plots import plot_shares_against_targets, plot_weights_over_steps
+    from gradbalance.report.balance_plots import plot_shares_against_targets, plot_weights_over_steps
     from gradbalance.io.run import save_run
     from stlic.training.balancing import load_targets
     from stlic.training.config import LOSS_NAMES, load_config

@@ -4,7 +4,8 @@ Measures each loss's share of the gradient reaching each parameter group (ST-LIC
 derives loss coefficients that give target shares, and exports them into a training config.
 
 Rooms by role: :mod:`gradbalance.probe` (what runs inside the user's backward),
-:mod:`gradbalance.functional` (stateless math: derive, rebalance), :mod:`gradbalance.report`
+:mod:`gradbalance.balancer` (the online Balancer, its settings and update laws),
+:mod:`gradbalance.functional` (stateless math: derive, rebalance, target shares, the Balancer's solve), :mod:`gradbalance.report`
 (tables, plots, the paper's reference), :mod:`gradbalance.io` (runs on disk, config export, atomic
 writes), :mod:`gradbalance.targets` (the CLI's model plug-ins) and :mod:`gradbalance.integrations`
 (Lightning, accelerate; imported only by name). Every name below is imported on first use
@@ -13,8 +14,8 @@ writes), :mod:`gradbalance.targets` (the CLI's model plug-ins) and :mod:`gradbal
 from gradbalance._lazy import install_moved as _install_moved, lazy_exports as _lazy_exports
 
 _EXPORTS = {
-    "Balancer": "gradbalance.balancer",
-    "BalancerSpec": "gradbalance.balance_spec",
+    "Balancer": "gradbalance.balancer.online_balancer",
+    "BalancerSpec": "gradbalance.balancer.spec",
     "ContributionTable": "gradbalance.report.table",
     "DerivedCoefficients": "gradbalance.functional.derive",
     "GradientProbe": "gradbalance.probe.gradient_probe",
@@ -50,6 +51,11 @@ _MOVED = {
     "gradbalance.target": ("gradbalance.targets.target",),
     "gradbalance.examples": ("gradbalance.targets.examples",),
     "gradbalance.reprobe": ("gradbalance.targets.probe_loop",),
+    "gradbalance.balance_spec": ("gradbalance.balancer.spec",),
+    "gradbalance.update_laws": ("gradbalance.balancer.update_laws",),
+    "gradbalance.balance_solve": ("gradbalance.functional.balance_solve",),
+    "gradbalance.target_shares": ("gradbalance.functional.target_shares",),
+    "gradbalance.balance_plots": ("gradbalance.report.balance_plots",),
 }
 _install_moved(_MOVED)
 

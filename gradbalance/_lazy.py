@@ -17,10 +17,6 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Optional
 
-# Modules being rewritten elsewhere that still import old paths; they get no warning until they move.
-_PENDING = frozenset({"gradbalance.balancer", "gradbalance.balance_spec", "gradbalance.balance_plots",
-                      "gradbalance.target_shares", "gradbalance.balance_solve", "gradbalance.update_laws"})
-
 
 def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable, Callable]:
     """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps each public name to the submodule
@@ -52,9 +48,7 @@ def moved(old: str, *new: str) -> Callable:
         for path in new:
             module = importlib.import_module(path)
             if hasattr(module, name):
-                if sys._getframe(1).f_globals.get("__name__") not in _PENDING:
-                    warnings.warn(f"{old} moved to {path}: import {name} from {path}", DeprecationWarning,
-                                  stacklevel=2)
+                warnings.warn(f"{old} moved to {path}: import {name} from {path}", DeprecationWarning, stacklevel=2)
                 return getattr(module, name)
         raise AttributeError(f"module {old!r} (moved to {', '.join(new)}) has no attribute {name!r}")
 

@@ -238,7 +238,7 @@ def _derive(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from gradbalance.balance_plots import save_balance_plots
+    from gradbalance.report.balance_plots import save_balance_plots
 
     run = ProbeRun.load(args.run)
     _report(run, _window(args, run), write=True)

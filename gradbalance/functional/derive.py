@@ -40,7 +40,7 @@ import pandas as pd
 
 from gradbalance.probe.reachability import check_targets_reachable
 from gradbalance.report.table import ContributionTable
-from gradbalance.target_shares import Target, check_sums, target_bounds
+from gradbalance.functional.target_shares import Target, check_sums, target_bounds
 
 Coefficient = Union[float, tuple[float, float]]
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from gradbalance.functional.derive import Coefficient, DerivedCoefficients, derive_coefficients, scale_coefficient
 from gradbalance.report.table import ContributionTable
-from gradbalance.target_shares import Target
+from gradbalance.functional.target_shares import Target
 
 MeasureFn = Callable[[Mapping[str, float]], ContributionTable]
 

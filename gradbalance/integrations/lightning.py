@@ -50,7 +50,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from gradbalance.balancer import Balancer
+from gradbalance.balancer.online_balancer import Balancer
 from gradbalance.probe.groups import GroupSpec
 from gradbalance.probe.gradient_probe import GradientProbe
 from gradbalance.probe.stats import StepStats

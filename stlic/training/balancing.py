@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Union
 
-from gradbalance.balance_spec import BalancerSpec
+from gradbalance.balancer.spec import BalancerSpec
 
 #: the parameter groups of Table I
 MAIN, REFINER = "main", "refiner"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradbalance.balance_solve import limit_change, share_error, unreachable_pairs
-from gradbalance.update_laws import level_gain
+from gradbalance.functional.balance_solve import limit_change, share_error, unreachable_pairs
+from gradbalance.balancer.update_laws import level_gain
 
 
 def shares(norms: np.ndarray) -> np.ndarray:

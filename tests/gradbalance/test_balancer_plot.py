@@ -6,7 +6,7 @@ from PIL import Image
 
 from balancer_cases import INITIAL_WEIGHTS, TARGETS, drifting_toy
 from gradbalance import Balancer, GradientProbe
-from gradbalance.balance_plots import weights_vary
+from gradbalance.report.balance_plots import weights_vary
 from gradbalance.cli import main
 from gradbalance.io.run import save_run
 

@@ -31,6 +31,10 @@ MOVED = {
     "gradbalance.record_checks": "gradbalance.io.record_checks",
     "gradbalance.target": "gradbalance.targets.target", "gradbalance.examples": "gradbalance.targets.examples",
     "gradbalance.reprobe": "gradbalance.targets.probe_loop",
+    "gradbalance.balance_spec": "gradbalance.balancer.spec", "gradbalance.update_laws": "gradbalance.balancer.update_laws",
+    "gradbalance.balance_solve": "gradbalance.functional.balance_solve",
+    "gradbalance.target_shares": "gradbalance.functional.target_shares",
+    "gradbalance.balance_plots": "gradbalance.report.balance_plots",
     **{f"gradbalance.{name}": f"gradbalance.probe.{name}" for name in (
         "per_loss", "optimizer_window", "preconditioned", "cosines", "distributed", "groups", "stats",
         "reachability", "probe_inputs", "compiled_reach", "loss_weights")},
@@ -48,7 +52,7 @@ def _fresh_modules(code: str, env: dict | None = None) -> dict:
 
 # every name of the public API and the room that holds it now
 HOMES = {
-    "Balancer": "gradbalance.balancer", "BalancerSpec": "gradbalance.balance_spec", "ContributionTable": "gradbalance.report.table",
+    "Balancer": "gradbalance.balancer.online_balancer", "BalancerSpec": "gradbalance.balancer.spec", "ContributionTable": "gradbalance.report.table",
     "DerivedCoefficients": "gradbalance.functional.derive", "GradientProbe": "gradbalance.probe.gradient_probe",
     "GroupSpec": "gradbalance.probe.groups", "ParameterGroups": "gradbalance.probe.groups",
     "ProbeTarget": "gradbalance.targets.target", "Rebalanced": "gradbalance.functional.rebalance",

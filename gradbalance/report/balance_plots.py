@@ -8,13 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from gradbalance.plots import _save  # noqa: E402
+from gradbalance.report.plots import _save, pyplot
 
 
 def weights_vary(records: pd.DataFrame) -> bool:
@@ -28,6 +24,7 @@ def plot_weights_over_steps(records: pd.DataFrame, path: Path, loss_order: Seque
     column = "coefficient" if "coefficient" in records.columns else "weight"
     per_step = records.groupby(["step", "loss"])[column].first().unstack("loss")
     per_step = per_step[[l for l in loss_order if l in per_step.columns] or list(per_step.columns)]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     per_step.abs().plot(ax=ax, logy=True, color=list(plt.get_cmap("tab10").colors[:per_step.shape[1]]))
     ax.set_xlabel("training step")
@@ -44,6 +41,7 @@ def plot_shares_against_targets(records: pd.DataFrame, path: Path, *, loss_order
     data["share"] = 100.0 * data[column] / data.groupby(["step", "group"])[column].transform("sum")
     groups = [g for g in group_order if g in set(data.group)] or list(dict.fromkeys(data.group))
     losses = [l for l in loss_order if l in set(data.loss)] or list(dict.fromkeys(data.loss))
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), sharey=True, squeeze=False)
     colors = dict(zip(losses, plt.get_cmap("tab10").colors))
     for ax, group in zip(axes[0], groups):

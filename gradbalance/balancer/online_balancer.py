@@ -44,15 +44,15 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from gradbalance.balance_solve import limit_change, unreachable_pairs
-from gradbalance.balance_spec import (BalancerSpec, Targets, check_bounds, check_fixed, check_targets, check_weights,
+from gradbalance.functional.balance_solve import limit_change, unreachable_pairs
+from gradbalance.balancer.spec import (BalancerSpec, Targets, check_bounds, check_fixed, check_targets, check_weights,
                                       target_interval)
-from gradbalance.distributed import world_size
-from gradbalance.export import atomic_write_text
-from gradbalance.groups import GroupSpec
+from gradbalance.probe.distributed import world_size
+from gradbalance.io.atomic import atomic_write_text
+from gradbalance.probe.groups import GroupSpec
 from gradbalance.probe import GradientProbe
-from gradbalance.stats import StepStats
-from gradbalance.update_laws import LAWS
+from gradbalance.probe.stats import StepStats
+from gradbalance.balancer.update_laws import LAWS
 
 log = logging.getLogger("gradbalance.balancer")
 

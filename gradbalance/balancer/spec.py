@@ -183,7 +183,7 @@ def check_target_sums(targets: Targets, losses: Optional[Iterable[str]] = None) 
     the rule derive applies), assuming each of ``losses`` reaches each targeted group unless its
     target there is 0 (cannot reach). Without ``losses``, an untargeted loss is assumed to exist
     besides those the targets name (only sums above 100 % are refused)."""
-    from gradbalance.target_shares import check_sums, target_bounds
+    from gradbalance.functional.target_shares import check_sums, target_bounds
 
     if isinstance(targets, str):
         return

@@ -21,9 +21,9 @@ from typing import Optional, Union
 import numpy as np
 import pandas as pd
 
-from gradbalance.balance_spec import Targets
-from gradbalance.derive import derive_coefficients
-from gradbalance.table import ContributionTable
+from gradbalance.balancer.spec import Targets
+from gradbalance.functional.derive import derive_coefficients
+from gradbalance.report.table import ContributionTable
 
 
 def solve_coefficients(norms: Union[pd.DataFrame, Sequence[pd.DataFrame]], weights: Mapping[str, float],

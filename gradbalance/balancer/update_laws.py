@@ -49,7 +49,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from gradbalance.balance_solve import mean_shares, share_error, solve_coefficients
+from gradbalance.functional.balance_solve import mean_shares, share_error, solve_coefficients
 
 #: the longer lag of the variogram that separates drift from noise (:func:`level_gain`)
 LAG = 4
