@@ -43,8 +43,8 @@ TABLE2_EPILOGUE = (
     "scale than the paper's unstated features, so its weight 0.012 makes it the largest loss in both groups; "
     "hence the refiner's Wasserstein cell far above the paper's, and the other cells below. Weights derived "
     "to the paper's Table I: `gradbalance probe --model stlic --steps 500 --config "
-    "configs/derived/paper_table1_cpu_iter4.yaml`. From the same start that probe came within 1.3 pp of the "
-    "paper in all 7 cells one weight per loss can reach (reports/table1/README.md)."
+    "configs/derived/paper_table1_cpu_iter4.yaml`. From the same start, on ../shared/data/train, that probe came within "
+    "1.3 pp of the paper in all 7 cells one weight per loss can reach (reports/table1/README.md)."
 )
 #: main-network losses whose individual cells one weight per loss cannot all match at once
 PERCEPTUAL = ("lpips", "wasserstein", "adversarial")
