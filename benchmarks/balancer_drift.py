@@ -20,7 +20,10 @@ Shares are measured at *every* step by a separate :class:`gradbalance.GradientPr
 Over the second half of each run it reports, per target set and pattern, the worst over seeds and
 cells of: |mean share - target| (pp), the largest |window mean - target| over windows of
 ``--window`` steps, the settled log-coefficient jitter (std of log c about its centred moving mean
-over 9 updates, second half, and that std times ∂s/∂log c = s (1 - s) in pp), and the largest factor of one update. Modes:
+over 9 updates, second half, and that std times ∂s/∂log c = s (1 - s) in pp), the largest factor of one update,
+and the sampling floor of a window mean: the within-window std of the per-step shares / √(steps per window),
+averaged over windows (the window miss a perfect coefficient would still show as one standard deviation,
+if steps were independent). Modes:
 ``static`` (derive once from the first 50 steps at the initial weights: the paper's procedure),
 ``resolve`` (issue 10's law, ``ema=0.9``) and ``controller`` (the default law).
 """
@@ -136,7 +139,7 @@ def run(mode: str, pattern: str, targets: dict, seed: int, steps: int, settings:
 
 def score(records: pd.DataFrame, coefficients: list, targets: dict, steps: int, window: int) -> dict:
     late = records[records.step >= steps // 2]
-    mean_miss, window_miss, jitter_pp = 0.0, 0.0, 0.0
+    mean_miss, window_miss, jitter_pp, floor = 0.0, 0.0, 0.0, 0.0
     logs = pd.DataFrame([{l: math.log(abs(v)) for l, v in c.items()} for c in coefficients[steps // 2::EVERY]])
     jitter = (logs - logs.rolling(JITTER_SPAN, center=True, min_periods=1).mean()).std()  # about the trend
     for group, cells in targets.items():
@@ -145,11 +148,13 @@ def score(records: pd.DataFrame, coefficients: list, targets: dict, steps: int, 
             mean_miss = max(mean_miss, abs(cell.share.mean() - target))
             windows = cell.groupby(cell.step // window).share.mean()
             window_miss = max(window_miss, float((windows - target).abs().max()))
+            spread = cell.groupby(cell.step // window).share
+            floor = max(floor, float((spread.std() / np.sqrt(spread.count())).mean()))
             s = cell.share.mean() / 100
             jitter_pp = max(jitter_pp, float(jitter[loss]) * 100 * s * (1 - s))
     ratios = pd.DataFrame(coefficients).apply(lambda c: np.abs(np.log(c / c.shift())).max())
     return dict(mean_miss=mean_miss, window_miss=window_miss, jitter=float(jitter.max()), jitter_pp=jitter_pp,
-                max_factor=float(np.exp(ratios.max())))
+                max_factor=float(np.exp(ratios.max())), window_floor=floor)
 
 
 def main(argv=None) -> int:
@@ -178,7 +183,8 @@ def main(argv=None) -> int:
                 rows.append(dict(targets=name, pattern=pattern, mode=mode, avg_miss=mean, **worst))
                 print(f"{name:9s} {pattern:9s} {mode:10s} mean miss {mean:5.2f} (worst {worst['mean_miss']:5.2f}) "
                       f"window {worst['window_miss']:5.2f} pp  jitter {worst['jitter']:.3f} "
-                      f"({worst['jitter_pp']:.2f} pp)  max factor {worst['max_factor']:.2f}", flush=True)
+                      f"({worst['jitter_pp']:.2f} pp)  max factor {worst['max_factor']:.2f}  window floor "
+                      f"{worst['window_floor']:.2f} pp", flush=True)
     table = pd.DataFrame(rows)
     atomic_write_text(args.out, report(table, args, time.perf_counter() - begin))
     print(f"wrote {args.out}")
@@ -193,17 +199,21 @@ def report(table: pd.DataFrame, args, seconds: float) -> str:
              "Targets `split` and `one-group` are reachable (goal: mean miss <= 2 pp, window miss <= 3 pp); `over` "
              "is not (its least-squares compromise misses by construction: the check is that coefficients "
              "stay bounded and smooth). Controller settings: "
-             f"ema {args.ema}, gain {args.gain} (defaults otherwise).", "",
+             f"ema {args.ema}, gain {args.gain} (defaults otherwise). Window floor: the within-window std of "
+             "the per-step shares over √(steps per window), averaged over windows, worst cell: the standard "
+             "deviation that a window mean would keep with perfect coefficients if steps were independent.", "",
              "| targets | pattern | mode | mean miss pp (avg over seeds) | worst mean miss pp | worst window miss pp "
-             "| log-c std | share jitter pp | largest factor per update |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| log-c std | share jitter pp | largest factor per update | window floor pp |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in table.itertuples():
         lines.append(f"| {r.targets} | {r.pattern} | {r.mode} | {r.avg_miss:.2f} | {r.mean_miss:.2f} | "
-                     f"{r.window_miss:.2f} | {r.jitter:.3f} | {r.jitter_pp:.2f} | {r.max_factor:.2f} |")
+                     f"{r.window_miss:.2f} | {r.jitter:.3f} | {r.jitter_pp:.2f} | {r.max_factor:.2f} | {r.window_floor:.2f} |")
     lines += ["", "Summary over the reachable target sets (worst pattern):", ""]
     reach = table[table.targets.isin(REACHABLE)]
     for mode, part in reach.groupby("mode", sort=False):
         lines.append(f"- {mode}: worst mean miss {part.mean_miss.max():.2f} pp, worst window miss "
-                     f"{part.window_miss.max():.2f} pp, worst share jitter {part.jitter_pp.max():.2f} pp")
+                     f"{part.window_miss.max():.2f} pp, worst share jitter {part.jitter_pp.max():.2f} pp, "
+                     f"worst window floor {part.window_floor.max():.2f} pp")
     return "\n".join(lines) + "\n"
 
 
