@@ -77,15 +77,23 @@ class Balancer:
     Targets whose group cannot sum to 100 % are refused here; a target on a (loss, group) pair with
     no gradient path is an error naming the pair at the first probed step.
 
-    Example::
-
-        balancer = Balancer(model, {"encoder": model.g_a, "decoder": model.g_s},
-                            targets={"encoder": {"rate": 20}, "decoder": {"l2": 70, "lpips": 30}},
-                            weights={"rate": 0.01, "l2": 1.0, "lpips": 0.1}, every=10, fixed=["rate"])
-        for x in loader:
-            balancer.backward(losses(model, x))    # == sum(c_l L_l).backward(), probing every 10 steps
-            optimizer.step(); optimizer.zero_grad()
-        balancer.weights, balancer.history         # current coefficients; weights and shares per probe
+    Example (``balancer.backward`` replaces ``sum(c_l L_l).backward()``, probing every ``every`` steps):
+        >>> import torch
+        >>> from torch import nn
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 4))
+        >>> balancer = Balancer(model, {"encoder": model[0], "decoder": model[1]},
+        ...                     targets={"decoder": {"l2": 70, "l1": 30}}, weights={"l2": 1.0, "l1": 1.0}, every=2)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        >>> for _ in range(6):
+        ...     x = torch.randn(16, 4)
+        ...     y = model(x)
+        ...     _ = balancer.backward({"l2": (y - x).pow(2).mean(), "l1": (y - x).abs().mean()})
+        ...     optimizer.step(); optimizer.zero_grad()
+        >>> balancer.weights["l2"], balancer.weights["l1"] != 1.0   # l2 held (the first loss), l1 moved
+        (1.0, True)
+        >>> sorted(balancer.history["step"].unique().tolist())      # the probed steps
+        [0, 2, 4]
     """
 
     def __init__(self, model: nn.Module, groups: Mapping[str, GroupSpec], targets: Optional[Targets] = None, *,
