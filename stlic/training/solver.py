@@ -60,7 +60,12 @@ class STLICSolver:
         channels_last: images and convolution weights in channels-last memory format (None: on
             CUDA only; on the CPU it measured no faster).
         compile: run the network's forward through ``torch.compile`` (off by default; see
-            ``benchmarks/gpu_check.py`` for whether it pays).
+            ``benchmarks/gpu_check.py`` for whether it pays on CUDA). It does not pay on the CPU:
+            with torch 2.14.1 inductor failed on the dynamic shapes ("cannot determine truth value
+            of Relational"), and with ``dynamic=False`` the first step took 272 s and later steps
+            ran 1.86x slower than eager (batch 8, 128 px, tiny; the rate level, a Python float
+            drawn per batch, is specialised). The perceptual losses are mostly oneDNN convolutions
+            now (``benchmarks/phase2_step.py``), which compiling does not speed up.
     """
 
     def __init__(self, config: TrainConfig, device: str | torch.device = "cpu", out_dir: str | Path | None = None,
