@@ -17,6 +17,7 @@ losses and D see the decoder output ``x_hat``, and the refiner is not trained.
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -346,7 +347,13 @@ class STLICSolver:
                    ("adversarial", self.adversarial.load_state_dict), ("scaler", scaler),
                    ("lambda_generator", self.lambda_generator.set_state), ("data_stream", stream),
                    ("step", lambda value: setattr(self, "step", int(value))), ("rng", restore_rng_state)]
-        self.train_seconds = float(state.get("train_seconds", 0.0))  # absent in older checkpoints
+        def seconds(value) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"expected a number of seconds >= 0, got {value!r}")
+            self.train_seconds = float(value)
+
+        loaders.append(("train_seconds", seconds))
+        state = {"train_seconds": 0.0, **state}  # absent in checkpoints written before it was logged
         if self.balancing is not None and "balancer" in state:
             loaders.append(("balancer", self.balancing.load_state_dict))
         load_fields(state, loaders, source)

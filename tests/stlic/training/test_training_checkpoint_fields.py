@@ -40,8 +40,9 @@ def test_every_damaged_field_is_one_error_naming_file_and_field(run, solver, tmp
     path = tmp_path / CHECKPOINT_NAME
     checked = 0
     for field, change, damaged in _variants(state):
-        if (field, change) == ("step", "5") or (field == "scaler" and damaged.get(field) == state["scaler"]):
-            continue  # a valid step; the empty state of a disabled (fp32) GradScaler
+        if (field, change) in (("step", "5"), ("train_seconds", "5"), ("train_seconds", "deleted")) or (
+                field == "scaler" and damaged.get(field) == state["scaler"]):
+            continue  # a valid step; valid seconds, or none (older checkpoints); a disabled GradScaler's state
         torch.save(damaged, path)
         try:
             solver.load_state_dict(load_checkpoint(path), source=path)
@@ -52,7 +53,7 @@ def test_every_damaged_field_is_one_error_naming_file_and_field(run, solver, tmp
         assert message.startswith(f"{str(path)!r}: ") and f"field {field} " in message, (field, change, message)
         assert "\n" not in message.strip() or len(message) < 600
         checked += 1
-    assert checked >= 7 * len(state) - 2
+    assert checked >= 7 * len(state) - 4
 
 
 def test_a_model_of_another_size_names_the_keys(run, solver, tmp_path):
@@ -64,3 +65,12 @@ def test_a_model_of_another_size_names_the_keys(run, solver, tmp_path):
     with pytest.raises(ValueError, match=r"field model does not fit this run \(RuntimeError: Error\(s\) in loading "
                                          r"state_dict for STLIC: Missing key\(s\)"):
         solver.load_state_dict(load_checkpoint(path), source=path)
+
+
+def test_a_checkpoint_from_before_train_seconds_loads_with_zero(run, solver, tmp_path):
+    _, state = run
+    path = tmp_path / CHECKPOINT_NAME
+    torch.save({k: v for k, v in state.items() if k != "train_seconds"}, path)
+    solver.train_seconds = 123.0
+    solver.load_state_dict(load_checkpoint(path), source=path)
+    assert solver.train_seconds == 0.0
