@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -31,6 +32,12 @@ def test_resume_keeps_the_resumed_step_in_tensorboard_and_the_log(tmp_path):
     with RunLogger(tmp_path) as logger:  # steps 1..5 logged, the checkpoint was at step 3, then a crash
         for step in range(1, 6):
             logger.log(_output(step, total=float(step)))
+    # A real resume is a later process: its event file's name carries a later second. Within one
+    # second, file names differ only by a per-process writer counter, which sorts as text (".10" before
+    # ".9" under pytest-xdist's long-lived workers), so wait for the clock as a resume would.
+    started = int(time.time())
+    while int(time.time()) == started:
+        time.sleep(0.05)
     with RunLogger(tmp_path, resume_step=3) as logger:  # resumed from step 3: steps 4, 5 again
         for step in (4, 5):
             logger.log(_output(step, total=10.0 * step))
