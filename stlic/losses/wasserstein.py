@@ -219,20 +219,15 @@ def _constant_sigma_weights(log2_sigma: float, num_levels: int, size: tuple[int,
     if padding == "replicate" or num_levels < 2:
         return tuple(max(0.0, 1 - abs(log2_sigma - level)) or None for level in range(num_levels + 1))
     sigma = torch.full((1, 1, *size), log2_sigma, dtype=torch.float64)
-    weights: list[LevelWeight] = []
-    for level in range(num_levels + 1):
-        if level >= 2:  # level l >= 1 lives at resolution 2^-(l-1)
-            sigma = lowpass(sigma, stride=2, padding=padding)
-        weight = F.relu(1 - (sigma - level).abs())
-        weights.append(weight.to(device=device, dtype=dtype) if bool(weight.max() > 0) else None)
-    return tuple(weights)
+    return tuple(weight.to(device=device, dtype=dtype) if bool(weight.max() > 0) else None
+                 for weight in _sigma_map_weights(sigma, num_levels, padding))
 
 
 def _sigma_map_weights(log2_sigma: Tensor, num_levels: int, padding: Padding) -> list[Tensor]:
     """w_0..w_L of a log2-sigma map (B, 1, H, W): every level, no host synchronisation."""
     weights = []
     for level in range(num_levels + 1):
-        if level >= 2:
+        if level >= 2:  # level l >= 1 lives at resolution 2^-(l-1)
             log2_sigma = lowpass(log2_sigma, stride=2, padding=padding)
         weights.append(F.relu(1 - (log2_sigma - level).abs()))
     return weights
