@@ -253,8 +253,7 @@ class STLICSolver:
         lazy = section.r1_gamma > 0 and self.step % section.r1_every == 0
         r1_weight = section.r1_gamma * section.r1_every if lazy else 0.0
         fake, latent = output.x_refined.detach().float(), output.y_hat.detach().float()
-        bf16 = self.config.precision == "bf16"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        with self._autocast() if self.config.precision == "bf16" else contextlib.nullcontext():
             first = self.adversarial.train_adv(fake, x, latent, r1_weight=r1_weight)
             for _ in range(section.updates_per_step - 1):
                 self.adversarial.train_adv(fake, x, latent, r1_weight=r1_weight)
