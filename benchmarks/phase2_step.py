@@ -65,8 +65,6 @@ def _parts(solver, x, precision: str) -> dict:
     """Closures, one per part of the phase-2 step, each forward + backward on fixed inputs."""
     import torch
 
-    from stlic.training.objective import weighted_total
-
     model, objective = solver.model, solver.objective
     level = model.level_for_lambda(solver.config.loss_weights.rate[0])
     with torch.no_grad(), _autocast(precision):
