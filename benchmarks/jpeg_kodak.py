@@ -10,17 +10,15 @@ against JPEG over the PSNR range where both curves overlap.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import PIL
-import torch
-from PIL import Image
 
 from stlic.codec.image_io import read_image
+from stlic.evaluation.coders import jpeg_bytes, jpeg_decode
 from stlic.evaluation.functional.psnr import psnr
 from stlic.training.data import find_images
 
@@ -32,12 +30,9 @@ def jpeg_point(paths: list[Path], quality: int) -> tuple[float, float]:
     bpps, psnrs = [], []
     for path in paths:
         x = read_image(path)
-        pixels = (x * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality, subsampling=2)
-        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-        y = torch.from_numpy(decoded.copy()).permute(2, 0, 1).float().div(255)
-        bpps.append(8 * buffer.getbuffer().nbytes / (x.shape[-2] * x.shape[-1]))
+        data = jpeg_bytes(x, quality)  # the coder `stlic eval --jpeg` uses
+        y = jpeg_decode(data)[0]
+        bpps.append(8 * len(data) / (x.shape[-2] * x.shape[-1]))
         psnrs.append(float(psnr(y[None], x[None])[0]))
     return float(np.mean(bpps)), float(np.mean(psnrs))
 

@@ -12,7 +12,10 @@ from stlic.evaluation.metrics.fid import MIN_FID_PATCHES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="model checkpoint (stlic.checkpoints format)")
+    codec = parser.add_mutually_exclusive_group(required=True)
+    codec.add_argument("--checkpoint", help="model checkpoint (model.pt, or a training checkpoint.pt)")
+    codec.add_argument("--jpeg", action="store_true",
+                       help="evaluate the JPEG anchor (Pillow, 4:2:0) instead: --target-bpp, or --rate-level QUALITY")
     parser.add_argument("--data", required=True, help="folder of images (e.g. ../shared/data/kodak)")
     parser.add_argument("--out", required=True, help="output folder: per_image.csv, summary.json, table3.md")
     rate = parser.add_mutually_exclusive_group()
@@ -45,13 +48,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; give a folder")
-    check_output(out / "summary.json", (args.checkpoint,), force=args.force, what="evaluation result")
+    check_output(out / "summary.json", (args.checkpoint,) if args.checkpoint else (), force=args.force,
+                 what="evaluation result")
     check_writable_folder(out, "--out")
     options = EvalOptions(
         rate_level=args.rate_level, target_bpp=args.target_bpp, lpips_net=args.lpips_net,
         lpips_source=args.lpips_source, lpips_weights=args.lpips_weights, fid=args.fid,
         fid_min_patches=args.fid_min_patches, inception_path=args.inception, dists=args.dists,
         limit=args.limit, figures=args.figures, method=args.name, progress=args.progress, device=args.device,
+        jpeg=args.jpeg,
     )
     result = evaluate(args.checkpoint, args.data, out, options)
     print(result.summary.table_markdown(), end="")

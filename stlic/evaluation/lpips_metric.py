@@ -20,4 +20,5 @@ def make_lpips_metric(
     from stlic.losses.lpips import LPIPSLoss
 
     network = LPIPSLoss(net=net, source=source, weights_path=weights_path)  # type: ignore[arg-type]
-    return LPIPSMetric(network.per_image, name=network.metric_name)
+    return LPIPSMetric(network.per_image, name=network.metric_name,
+                       features=network.taps, distance_from_features=network.distance_from_taps)

@@ -127,6 +127,16 @@ class LPIPSLoss(nn.Module):
         x, y = (t.contiguous(memory_format=torch.channels_last) for t in (2 * x - 1, 2 * y - 1))
         return self.model(x, y).flatten()
 
+    def taps(self, x: Tensor) -> tuple[Tensor, ...]:
+        """The package backbone's five taps of [0, 1] images ``x``, as :meth:`per_image` computes them.
+
+        With :meth:`distance_from_taps` this gives :meth:`per_image` with one image's pass computed
+        once: ``distance_from_taps(taps(y), taps(x)) == per_image(y, x)``. Evaluation uses it to
+        pass the reference image through VGG once for every reconstruction it is compared with.
+        """
+        x = (2 * x - 1).contiguous(memory_format=torch.channels_last)
+        return tuple(self.model.net.forward(self.model.scaling_layer(x)))
+
     def normalise_input(self, x: Tensor) -> Tensor:
         """The backbone input of [0, 1] images: the package's scaling of ``2x - 1``."""
         return self.model.scaling_layer(2 * x - 1)

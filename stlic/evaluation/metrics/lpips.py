@@ -5,7 +5,7 @@ metric carries the name of the variant it measured, e.g. ``"ST-LPIPS(vgg)"``.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +30,18 @@ class LPIPSMetric(MeanMetric):
     with their borders extended.
     """
 
-    def __init__(self, distance: Distance, name: str = "LPIPS") -> None:
+    def __init__(
+        self,
+        distance: Distance,
+        name: str = "LPIPS",
+        features: Callable[[Tensor], Any] | None = None,
+        distance_from_features: Callable[[Any, Any], Tensor] | None = None,
+    ) -> None:
+        if (features is None) != (distance_from_features is None):
+            raise ValueError("give both features and distance_from_features, or neither")
         self.distance = distance
         self.name = name
+        self.features, self.distance_from_features = features, distance_from_features
         self._min_side: int | None = None
         super().__init__()
 
@@ -55,8 +64,29 @@ class LPIPSMetric(MeanMetric):
         return min(x.shape[-2:]) < _LARGE_ENOUGH and min(x.shape[-2:]) < self.min_side(x.device)
 
     @torch.no_grad()
-    def update(self, x: Tensor, y: Tensor) -> Tensor:
-        """Accumulate a (B, 3, H, W) pair in [0, 1]; returns the per-image distance (B,)."""
+    def reference(self, y: Tensor) -> Any:
+        """Features of a reference batch ``y`` for :meth:`update`'s ``reference``: the network's pass
+        over ``y`` done once for every reconstruction compared with it. ``None`` when the metric
+        has no feature split or ``y`` needs padding (then :meth:`update` computes it all)."""
+        if self.features is None or self.needs_padding(y):
+            return None
+        return self.features(y)
+
+    @torch.no_grad()
+    def update(self, x: Tensor, y: Tensor, reference: Any = None) -> Tensor:
+        """Accumulate a (B, 3, H, W) pair in [0, 1]; returns the per-image distance (B,).
+
+        ``reference``: :meth:`reference` of ``y``, which skips ``y``'s pass through the network
+        (the same distance, to float rounding of the identical operations: equal in practice).
+        """
+        if reference is not None:
+            if x.shape != y.shape or x.ndim != 4:
+                raise ValueError(f"expected two (B, 3, H, W) batches of equal shape, got {tuple(x.shape)} and "
+                                 f"{tuple(y.shape)}")
+            values = torch.as_tensor(self.distance_from_features(self.features(x), reference))
+            values = values.reshape(x.shape[0], -1).mean(dim=1)
+            self.update_values(values)
+            return values.detach().to(torch.float64).cpu()
         if x.shape != y.shape or x.ndim != 4:
             raise ValueError(f"expected two (B, 3, H, W) batches of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
         if self.needs_padding(x):
