@@ -7,6 +7,14 @@ weight by one factor leaves every share unchanged. The overall scale comes from 
 whenever the scale is set by another coefficient. :func:`describe_scale` says which ranges are kept and
 which moved, by what factor and because of which held coefficients.
 
+A range that is kept still gives another operating point when the weights it trades against move relative
+to it: a rate range holds the bitrate only while the distortion weights keep their ratio to it (the
+optimum depends on ``lambda / w_distortion``, not on ``lambda`` alone). So the report also gives, for a kept
+or held range, the multipliers of the other coefficients divided by the range's own
+(:attr:`ScaleReport.tradeoff`, listed when one moves by more than :data:`TRADEOFF_TOLERANCE`): when the
+target shares force that ratio elsewhere, no choice of ``--fixed`` keeps the operating point, and the
+header says so instead of "kept".
+
 Example:
     >>> report = describe_scale({"rate": (0.1, 1.0), "gan": 1.0}, {"rate": 3.0, "gan": 1.0}, fixed={"gan": 1.0})
     >>> report.header()
@@ -15,10 +23,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
 Coefficient = Union[float, tuple[float, float]]
+
+#: relative change of a weight against a kept range above which the trade-off counts as moved (10 %)
+TRADEOFF_TOLERANCE = 0.1
 
 
 def _range(values) -> str:
@@ -34,12 +45,21 @@ class ScaleReport:
     moved: dict[str, tuple[tuple[float, ...], tuple[float, ...], float]]  # name -> (old, new, multiplier)
     scale_from: tuple[str, ...]  # the held coefficients, else the anchors, that set the common scale
     held: bool  # True when scale_from are held (--fixed) coefficients
+    # kept or held range -> {other coefficient: its multiplier / the range's}, when one moved > TRADEOFF_TOLERANCE
+    tradeoff: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def _tradeoff_text(self) -> str:
+        return "; ".join(f"against {name}: " + ", ".join(f"{other} x{m:.3g}" for other, m in ratios.items())
+                         for name, ratios in self.tradeoff.items())
 
     def header(self) -> str:
         """One sentence for the derived config's header ('' without range coefficients)."""
         kept = "; ".join([f"{name} {_range(values)}" for name, values in self.kept.items()]
                          + [f"{name} {_range(new)} (held; the base had {_range(old)})" if old != new else
                             f"{name} {_range(new)} (held)" for name, (old, new) in self.held_ranges.items()])
+        if not self.moved and self.tradeoff:
+            return (f"Range kept: {kept}; but the weights it trades against moved relative to it "
+                    f"({self._tradeoff_text()}), so the operating point each range value gives moves too.")
         if not self.moved:
             return f"Operating point kept: {kept}." if kept else ""
         moved = "; ".join(f"{name} {_range(old)} -> {_range(new)} (x{m:.4g})" for name, (old, new, m)
@@ -48,7 +68,12 @@ class ScaleReport:
         return f"Operating point moved: {moved}, the scale set by {why}." + (f" Kept: {kept}." if kept else "")
 
     def note(self) -> Optional[str]:
-        """A warning when held coefficients moved a range, naming how to keep it (None otherwise)."""
+        """A warning when held coefficients moved a range, naming how to keep it, or when the target moved
+        the trade-off of a kept range (None otherwise)."""
+        if not self.moved and self.tradeoff:
+            return (f"the target shares set the ratios of the weights, and they moved against the kept range(s) "
+                    f"({self._tradeoff_text()}): the operating point moves although the range is kept (a rate "
+                    f"range gives other bitrates); compare results at matched operating points, e.g. matched bpp")
         if not self.moved:
             return None
         hold = " ".join(f"{name}={','.join(f'{v:g}' for v in old)}" for name, (old, _, _) in self.moved.items())
@@ -78,4 +103,11 @@ def describe_scale(current: Mapping[str, Coefficient], multipliers: Mapping[str,
         else:
             moved[name] = (old, tuple(v * m for v in old), m)
     held = tuple(fixed)
-    return ScaleReport(kept, held_ranges, moved, held or tuple(anchors or ()), bool(held))
+    tradeoff = {}
+    for name in [*kept, *held_ranges]:
+        base = float(multipliers[name])  # a held range's: the held value over the base's (derive's ratio)
+        ratios = {other: float(m) / base for other, m in multipliers.items()
+                  if other != name and other not in current and base > 0}
+        if any(abs(r - 1.0) > TRADEOFF_TOLERANCE for r in ratios.values()):
+            tradeoff[name] = ratios
+    return ScaleReport(kept, held_ranges, moved, held or tuple(anchors or ()), bool(held), tradeoff)
