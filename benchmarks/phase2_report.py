@@ -185,11 +185,14 @@ def plot_grid(image: Path, crop: tuple[int, int, int], target_bpp: float, panels
             y = decoded.x_refined if output == "refined" else decoded.x_hat
         tile = y[0, :, top:top + size, left:left + size].clamp(0, 1)
         tiles.append((title if bpp is None else f"{title}\n{bpp:.3f} bpp", tile))
-    figure, axes = plt.subplots(1, len(tiles), figsize=(2.6 * len(tiles), 3.0))
-    for axis, (title, tile) in zip(axes, tiles):
-        axis.imshow(tile.permute(1, 2, 0).numpy())
-        axis.set_title(title, fontsize=8)
+    rows = 1 if len(tiles) <= 4 else 2
+    columns = -(-len(tiles) // rows)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.8 * columns, 3.1 * rows + 0.3), squeeze=False)
+    for axis in axes.flat:
         axis.axis("off")
+    for axis, (title, tile) in zip(axes.flat, tiles):
+        axis.imshow(tile.permute(1, 2, 0).numpy())
+        axis.set_title(title, fontsize=9)
     figure.suptitle(f"{image.name}, {size}x{size} crop at ({top}, {left}), near {target_bpp} bpp", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=150)
