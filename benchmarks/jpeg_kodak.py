@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import PIL
 
+from stlic.codec.codec import bits_per_pixel
 from stlic.codec.image_io import read_image
 from stlic.evaluation.coders import jpeg_bytes, jpeg_decode
 from stlic.evaluation.functional.psnr import psnr
@@ -32,7 +33,7 @@ def jpeg_point(paths: list[Path], quality: int) -> tuple[float, float]:
         x = read_image(path)
         data = jpeg_bytes(x, quality)  # the coder `stlic eval --jpeg` uses
         y = jpeg_decode(data)[0]
-        bpps.append(8 * len(data) / (x.shape[-2] * x.shape[-1]))
+        bpps.append(bits_per_pixel(data, x))
         psnrs.append(float(psnr(y[None], x[None])[0]))
     return float(np.mean(bpps)), float(np.mean(psnrs))
 

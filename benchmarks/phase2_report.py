@@ -180,8 +180,9 @@ def plot_grid(image: Path, crop: tuple[int, int, int], target_bpp: float, panels
         if source == "original":
             y, bpp = x.unsqueeze(0), None
         elif source == "jpeg":
-            coded = JpegCoder(target_bpp=target_bpp).encode(x)
-            y, bpp = JpegCoder(quality=int(coded.level)).decode(coded.data)[0], bits_per_pixel(coded.data, x)
+            coder = JpegCoder(target_bpp=target_bpp)
+            coded = coder.encode(x)
+            y, bpp = coder.decode(coded.data)[0], bits_per_pixel(coded.data, x)
         else:
             if source not in cache:
                 model, _, _ = load_inference_model(source)

@@ -25,6 +25,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from stlic.codec.codec import bits_per_pixel
+
 #: Pillow's quality scale; above 95 its docs advise against (larger files, no visible gain)
 JPEG_QUALITIES = (1, 95)
 #: relative bpp tolerance of a target-bpp search (find_level_for_bpp's default)
@@ -49,10 +51,6 @@ def jpeg_decode(data: bytes) -> Tensor:
     """A JPEG file decoded to a (1, 3, H, W) float tensor in [0, 1]."""
     decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     return torch.from_numpy(decoded.copy()).permute(2, 0, 1).unsqueeze(0).float().div(255)
-
-
-def _bpp(data: bytes, x: Tensor) -> float:
-    return 8 * len(data) / (x.shape[-2] * x.shape[-1])
 
 
 class JpegCoder:
@@ -82,7 +80,7 @@ class JpegCoder:
         def rate(quality: int) -> float:
             if quality not in files:
                 files[quality] = jpeg_bytes(x, quality)
-            return _bpp(files[quality], x)
+            return bits_per_pixel(files[quality], x)
 
         low, high = JPEG_QUALITIES
         if rate(high) < target:  # even the top quality is under the target
@@ -127,7 +125,7 @@ class ModelCoder:
         return CodedImage(compress_image(self.model, x, self.level), self.level, True)
 
     def decode(self, data: bytes) -> tuple[Tensor, Tensor]:
-        from stlic.codec.codec import decompress_image
+        from stlic.codec.codec import decompress_image  # looked up per call, as the codec module holds it
 
         decoded = decompress_image(self.model, data)
         return decoded.x_hat, decoded.x_refined

@@ -6,7 +6,7 @@ For every image: encode with the codec (``bpp = 8 * len(file) / (H * W)``), deco
 PSNR, MS-SSIM and LPIPS of both reconstructions (decoder output and refined output); over the set,
 FID/256 of both (HiFiC patch protocol). The reference image goes through the LPIPS and Inception
 networks once for both outputs, and an output equal to the other (no refiner, JPEG) reuses its
-scores: on Kodak that is 3 VGG-16 passes per image instead of 4, and 1 instead of 4 for JPEG. Writes
+scores: on Kodak that is 3 VGG-16 passes per image instead of 4, and 2 instead of 4 for JPEG. Writes
 ``per_image.csv``, ``summary.json``, ``table3.md`` (and K comparison figures) into ``out``.
 ``per_image.csv`` is rewritten (atomically) after every image, and a line per image reports its
 level, bpp and scores (unless ``progress=False``): a long run shows where it is, and a killed one
@@ -17,8 +17,8 @@ cannot be read, an image over the decoder's pixel limit (before any coding) and 
 coded (e.g. not enough memory) are skipped with a warning naming it and the reason (and listed in
 the summary's notes, which start with how many images were evaluated and skipped); every image
 ``stlic compress`` accepts is evaluated. With a target bpp, an image whose closest rate is more
-than 2 % off is counted in the notes (JPEG, for one, cannot go under its quality-1 rate). Images smaller than 161 px get MS-SSIM = NaN (excluded
-from the mean, noted); a side under the LPIPS network's smallest is edge-padded for LPIPS
+than 2 % off is counted in the notes (JPEG, for one, cannot go under its quality-1 rate). Images
+smaller than 161 px get MS-SSIM = NaN (excluded from the mean, noted); a side under the LPIPS network's smallest is edge-padded for LPIPS
 (:class:`~stlic.evaluation.metrics.LPIPSMetric`, noted). FID is refused up front, before any
 coding, when the set has fewer than ``fid_min_patches`` patches.
 """
@@ -103,8 +103,6 @@ def find_images(folder: str | Path, limit: int | None = None) -> tuple[list[Imag
     if not images:
         raise ValueError(f"no readable images in {str(folder)!r} (suffixes {', '.join(IMAGE_SUFFIXES)})")
     return images, skipped
-
-
 
 
 def _skip(notes: list[str], file: ImageFile, reason: str) -> None:

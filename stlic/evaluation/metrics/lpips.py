@@ -79,16 +79,13 @@ class LPIPSMetric(MeanMetric):
         ``reference``: :meth:`reference` of ``y``, which skips ``y``'s pass through the network
         (the same distance, to float rounding of the identical operations: equal in practice).
         """
+        if x.shape != y.shape or x.ndim != 4:
+            raise ValueError(f"expected two (B, 3, H, W) batches of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
         if reference is not None:
-            if x.shape != y.shape or x.ndim != 4:
-                raise ValueError(f"expected two (B, 3, H, W) batches of equal shape, got {tuple(x.shape)} and "
-                                 f"{tuple(y.shape)}")
             values = torch.as_tensor(self.distance_from_features(self.features(x), reference))
             values = values.reshape(x.shape[0], -1).mean(dim=1)
             self.update_values(values)
             return values.detach().to(torch.float64).cpu()
-        if x.shape != y.shape or x.ndim != 4:
-            raise ValueError(f"expected two (B, 3, H, W) batches of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
         if self.needs_padding(x):
             side = self.min_side(x.device)
             pad = (0, max(side - x.shape[-1], 0), 0, max(side - x.shape[-2], 0))
