@@ -167,11 +167,13 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--ema", type=float, default=0.9, help="controller: β of the level filter")
     parser.add_argument("--gain", type=float, default=0.1, help="controller: integral gain")
+    parser.add_argument("--no-loss-values", action="store_true",
+                        help="controller: without the loss-value channel (the law before it)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "balancer" / "drift.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("gradbalance.balancer").setLevel(logging.ERROR)  # "over" logs its misses at every update
-    settings = {"ema": args.ema, "gain": args.gain}
+    settings = {"ema": args.ema, "gain": args.gain, "loss_values": not args.no_loss_values}
     rows, begin = [], time.perf_counter()
     for name in args.targets:
         for pattern in args.patterns:
@@ -199,7 +201,7 @@ def report(table: pd.DataFrame, args, seconds: float) -> str:
              "Targets `split` and `one-group` are reachable (goal: mean miss <= 2 pp, window miss <= 3 pp); `over` "
              "is not (its least-squares compromise misses by construction: the check is that coefficients "
              "stay bounded and smooth). Controller settings: "
-             f"ema {args.ema}, gain {args.gain} (defaults otherwise). Window floor: the within-window std of "
+             f"ema {args.ema}, gain {args.gain}, loss values {'off' if args.no_loss_values else 'on'} (defaults otherwise). Window floor: the within-window std of "
              "the per-step shares over √(steps per window), averaged over windows, worst cell: the standard "
              "deviation that a window mean would keep with perfect coefficients if steps were independent.", "",
              "| targets | pattern | mode | mean miss pp (avg over seeds) | worst mean miss pp | worst window miss pp "

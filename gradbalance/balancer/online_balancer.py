@@ -129,7 +129,7 @@ class Balancer:
         self.bounds = check_bounds(spec.bounds, self.weights)
         self.ema, self.max_change, self.precond, self.tolerance = spec.ema, spec.max_change, spec.precond, spec.tolerance
         self.law = LAWS[spec.law]((len(self.losses), len(self.groups)), ema=spec.ema, gain=spec.gain,
-                                  window=spec.window)
+                                  window=spec.window, values=spec.loss_values, every=spec.every)
         self.updates = 0
         self.misses: dict[tuple[str, str], float] = {}  # (loss, group) -> percentage points, last update
         self.unreachable: Optional[list[tuple[str, str]]] = None  # pairs with no path, from the first probe
@@ -156,7 +156,10 @@ class Balancer:
             raise ValueError(f"loss(es) {unknown} have no coefficient; the balancer has {list(self.losses)}")
         factors = {l: float(f) for l, f in (factors or {}).items()}
         stats = self.probe.backward(losses, {l: self.weights[l] * factors.get(l, 1.0) for l in losses})
+        jumped = self.law.tracks_values and self.law.track(self._step_values(losses, factors))
         if stats is None:
+            if jumped and self.updates:  # a loss's scale jumped: re-solve now from the loss values alone
+                self._update(self.probe.calls)
             return None
         if self.unreachable is None:
             self._check_paths(stats, {l for l, t in losses.items() if t.requires_grad})
@@ -167,6 +170,15 @@ class Balancer:
             self._observe(stats)
             self._update(stats.step)
         return stats
+
+    def _step_values(self, losses: Mapping[str, Tensor], factors: Mapping[str, float]) -> np.ndarray:
+        """|f_l L_l| of this step per loss (NaN: not passed): one host read of a few numbers per step."""
+        device = next(iter(losses.values())).device
+        nan = torch.tensor(float("nan"), dtype=torch.float64, device=device)
+        row = torch.stack([losses[l].detach().to(device=device, dtype=torch.float64).reshape(()) if l in losses
+                           else nan for l in self.losses])
+        return (row * torch.tensor([factors.get(l, 1.0) for l in self.losses], dtype=torch.float64,
+                                   device=device)).abs().cpu().numpy()
 
     def _after_optimizer_step(self, optimizer, args, kwargs) -> None:
         """Step post-hook (``precond=True``): the probe's pre-hook has set ``precond_norm``; observe and update."""

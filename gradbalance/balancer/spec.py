@@ -47,6 +47,8 @@ class BalancerSpec:
         bounds: ``{loss: (lo, hi)}`` limits of the coefficients.
         precond: balance the shares of the Adam update (needs the optimizer).
         tolerance: a solver miss above this many percentage points is logged.
+        loss_values: the controller also reads every step's loss values |f_l L_l| (free: no extra
+            backward), as a feed-forward between probes (:mod:`gradbalance.update_laws`).
     """
 
     targets: Targets
@@ -60,6 +62,7 @@ class BalancerSpec:
     bounds: Optional[Mapping[str, Sequence[float]]] = None
     precond: bool = False
     tolerance: float = 0.5
+    loss_values: bool = True
 
     def __post_init__(self) -> None:
         for name in ("every", "window"):
@@ -72,8 +75,9 @@ class BalancerSpec:
         _in_range("tolerance", self.tolerance, _real(self.tolerance, "tolerance") >= 0, ">= 0")
         if self.law not in LAW_NAMES:
             raise ValueError(f"law must be one of {list(LAW_NAMES)}, got {self.law!r}")
-        if not isinstance(self.precond, bool):
-            raise ValueError(f"precond must be true or false, got {self.precond!r}")
+        for name in ("precond", "loss_values"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         targets = check_targets(self.targets)
         check_target_sums(targets)  # the losses are not known yet: only sums above 100 % are refused here
         object.__setattr__(self, "targets", targets)

@@ -54,6 +54,7 @@ class BalancerConfig:
     bounds: dict = field(default_factory=dict)
     precond: bool = BalancerSpec.precond
     tolerance: float = BalancerSpec.tolerance
+    loss_values: bool = BalancerSpec.loss_values
 
     def __post_init__(self) -> None:
         from stlic.training.config import LOSS_NAMES, ConfigError
