@@ -155,7 +155,6 @@ class Controller(UpdateLaw):
     """Feed-forward solve at the filtered norms, corrected by integral feedback on measured shares (module doc)."""
 
     name = "controller"
-    tracks_values = True
 
     def __init__(self, shape: tuple[int, int], ema: float = 0.9, gain: float = 0.1, window: int = 10,
                  values: bool = True, every: int = 10, **_: object) -> None:
@@ -365,13 +364,12 @@ class Controller(UpdateLaw):
         self.logs = rows(self.logs, "logs")
         self.probe_values = rows(self.probe_values, "probe_values", [[float("nan")] * len(self.level)] * len(self.logs))
         self.interval_means = rows(self.interval_means, "interval_means", [[float("nan")] * len(self.level)] * len(self.logs))
-        zeros_l = [0.0] * len(self.level)
-        self.interval_sum, self.interval_count = (array(x) for x in state.get("interval", [zeros_l, zeros_l]))
+        zeros = [0.0] * len(self.level)
+        self.interval_sum, self.interval_count = (array(x) for x in state.get("interval", [zeros, zeros]))
         self.beta_batch = array(state.get("beta_batch", np.zeros_like(self.level)))
         self.value_level = array(state.get("value_level", np.full(len(self.level), np.nan)))
         self.value_logs = rows(self.value_logs, "value_logs")
         self.value_noise = rows(self.value_noise, "value_noise")
-        zeros = [0.0] * len(self.level)
         self.value_count = array(state.get("value_count", zeros))
         self.cusum_up, self.cusum_down, self.cusum_run = (array(c) for c in state.get("cusum", [zeros] * 3))
         self.last_value = None if state.get("last_value") is None else array(state["last_value"])
