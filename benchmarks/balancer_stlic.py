@@ -86,7 +86,8 @@ def online_run(args, config, targets_path: str):
     from stlic.training.balancing import BalancerConfig
 
     balanced = config.replace(balancer=BalancerConfig(targets=targets_path, every=args.every, ema=args.ema,
-                                                      max_change=args.max_change, law=args.law, gain=args.gain))
+                                                      max_change=args.max_change, law=args.law, gain=args.gain,
+                                                      loss_values=args.loss_values))
     solver = _solver(balanced, args.init, args.data, args.device)
     for _ in range(args.steps):
         solver.run_step(solver.next_batch())
@@ -133,7 +134,7 @@ def report(args, static: pd.DataFrame, online: pd.DataFrame, weights: dict, seco
         f"`{command}`", "",
         f"Config `{args.config}`, init `{args.init or 'none (from scratch)'}`, targets `{args.targets}` "
         f"(copied to `targets.yaml`), {args.steps} steps per run, shares probed every {args.every} steps (static: derived from the first "
-        f"{args.probe_steps} steps probed every {args.every_static}), online start: {args.online_start} coefficients, balancer law {args.law} (gain {args.gain}), EMA {args.ema}, max change {args.max_change}x per update, seed {args.seed}, device {args.device}. "
+        f"{args.probe_steps} steps probed every {args.every_static}), online start: {args.online_start} coefficients, balancer law {args.law} (gain {args.gain}, loss-value channel {'on' if args.loss_values else 'off'}), EMA {args.ema}, max change {args.max_change}x per update, seed {args.seed}, device {args.device}. "
         f"Wall time: static {seconds['static']:.0f} s (probe + derive + train), online {seconds['online']:.0f} s.", "",
         f"Mean share (± std over probed steps) and its miss of the target over steps {args.steps // 2}..{args.steps}:", "",
         *rows, "",
@@ -157,6 +158,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-change", type=float, default=2.0, help="online: largest factor per update")
     parser.add_argument("--law", choices=("controller", "resolve"), default="controller", help="online: update law")
     parser.add_argument("--gain", type=float, default=0.1, help="online: the controller's integral gain")
+    parser.add_argument("--no-loss-values", dest="loss_values", action="store_false",
+                        help="controller without its per-step loss-value channel (the law before it)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (batches, lambdas, initialisation)")
     parser.add_argument("--online-start", choices=("derived", "config"), default="derived",
                         help="online: start from the statically derived coefficients or the config's")

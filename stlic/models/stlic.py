@@ -51,6 +51,29 @@ def pad_to_multiple(x: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
 
 
+class _ScaleGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.scale, None
+
+
+def scale_gradient(x: Tensor, scale: float) -> Tensor:
+    """``x`` unchanged in the forward pass; its gradient multiplied by ``scale`` in the backward pass.
+
+    ``scale`` 1 returns ``x`` itself and 0 ``x.detach()``, so neither adds a node to the graph.
+    """
+    if scale == 1.0:
+        return x
+    if scale == 0.0:
+        return x.detach()
+    return _ScaleGradient.apply(x, float(scale))
+
+
 @register_model("stlic")
 class STLIC(nn.Module):
     """LALIC main network (``main``) + UNet refiner (``refiner``)."""
@@ -77,14 +100,18 @@ class STLIC(nn.Module):
         """Continuous QVRF level of rate coefficient ``lmbda`` (see ModelConfig.level_for_lambda)."""
         return self.config.level_for_lambda(lmbda)
 
-    def forward(self, x: Tensor, level: float = 0.0, refine: bool = True) -> STLICOutput:
+    def forward(self, x: Tensor, level: float = 0.0, refine: bool = True,
+                main_grad_scale: float = 1.0) -> STLICOutput:
         """Training pass; H and W must be multiples of 64 (ValueError otherwise).
 
         ``refine=False`` skips the refiner (``x_refined`` is ``x_hat``): rate-distortion pretraining.
+        ``main_grad_scale`` s: the refiner sees ``x_hat`` unchanged, but the gradient of every loss on
+        ``x_refined`` reaches the main network multiplied by s (:func:`scale_gradient`). 1 is ST-LIC as
+        published (Eq. 3: the perceptual losses train both); 0 decouples the two networks fully.
         """
         check_image(x)
         out = self.main(x, level)
-        x_refined = self.refiner(out.x_hat) if refine else out.x_hat
+        x_refined = self.refiner(scale_gradient(out.x_hat, main_grad_scale)) if refine else out.x_hat
         return STLICOutput(out.x_hat, x_refined, out.likelihoods, out.y_hat)
 
     def aux_loss(self) -> Tensor:

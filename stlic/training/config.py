@@ -232,6 +232,11 @@ class TrainConfig:
     ``arrangement`` (phase "stlic"): "semi_decoupled" (default, ST-LIC: perceptual losses on the
     refiner's output) or "coupled" (the ablation: every loss on the decoder output x_hat, the
     refiner neither used nor trained, as in HiFiC, Mentzer et al. 2020, and MS-ILLM, Muckley et al. 2023).
+    ``main_perceptual_scale`` (semi_decoupled only), in [0, 1]: the gradient of the refiner-output losses
+    reaches the main network through ``x_hat`` multiplied by this (``STLIC.forward(main_grad_scale=)``).
+    1 (default) is the paper's Eq. 3, where only the small coefficients keep the main network's share
+    "mild"; 0 decouples fully, so the main network trains on rate + L1/L2 alone. The paper relies on a
+    second-order optimiser for that mildness; with AdamW this states it explicitly.
     """
 
     model: ModelSection
@@ -248,6 +253,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     phase: str = "stlic"
     arrangement: str = "semi_decoupled"
+    main_perceptual_scale: float = 1.0
     balancer: Union[BalancerConfig, None] = None  # online loss balancing (stlic.training.balancing)
 
     def __post_init__(self) -> None:
@@ -261,6 +267,12 @@ class TrainConfig:
             raise ConfigError(f"arrangement: one of {ARRANGEMENTS}, got {self.arrangement!r}")
         if self.phase == "rd" and self.arrangement != "semi_decoupled":
             raise ConfigError("arrangement: phase 'rd' has no perceptual losses to arrange; leave it semi_decoupled")
+        _require("main_perceptual_scale", self.main_perceptual_scale,
+                 isinstance(self.main_perceptual_scale, (int, float)) and 0.0 <= self.main_perceptual_scale <= 1.0,
+                 "a number in [0, 1]")
+        if self.main_perceptual_scale != 1.0 and (self.phase == "rd" or self.arrangement != "semi_decoupled"):
+            raise ConfigError("main_perceptual_scale: only phase 'stlic' with arrangement semi_decoupled has a "
+                              f"refiner path to scale; got phase {self.phase!r}, arrangement {self.arrangement!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: one of {PRECISIONS}, got {self.precision!r}")
         for name in ("batch_size", "log_every", "checkpoint_every"):

@@ -155,7 +155,8 @@ class STLICSolver:
         probing = self.balancing.no_sync_if_probing(self.network) if self.balancing and not backward else None
         no_sync = self.network.no_sync() if reducer_off else probing
         with self._autocast(network=True), no_sync or contextlib.nullcontext():
-            output = self.network(x, level=level, refine=self.refine)
+            output = self.network(x, level=level, refine=self.refine,
+                                  main_grad_scale=config.main_perceptual_scale)
         with self._autocast():  # VGG trunk and discriminator in bf16; the objective keeps rate, L1/L2 and WD in fp32
             losses = self.objective(x, output)
         weights = self.objective.weights(lambda_rate, adversarial_on)

@@ -1,5 +1,5 @@
-"""Ablations as config fields: coupled arrangement (no refiner), D update ratio, lazy R1, spectral norm;
-each validated, and resumed exactly."""
+"""Ablations as config fields: coupled arrangement (no refiner), the perceptual gradient's scale into the
+main network, D update ratio, lazy R1, spectral norm; each validated, and resumed exactly."""
 from __future__ import annotations
 
 import shutil
@@ -17,6 +17,11 @@ from stlic.training.solver import STLICSolver
     ({"arrangement": "decoupled"}, "arrangement: one of"),
     ({"phase": "rd", "arrangement": "coupled", "loss_weights": {"lpips": 0, "wasserstein": 0, "adversarial": 0}},
      "phase 'rd' has no perceptual losses"),
+    ({"main_perceptual_scale": 1.5}, r"main_perceptual_scale: must be a number in \[0, 1\], got 1.5"),
+    ({"main_perceptual_scale": -0.1}, r"main_perceptual_scale: must be a number in \[0, 1\]"),
+    ({"arrangement": "coupled", "main_perceptual_scale": 0.5}, "main_perceptual_scale: only phase 'stlic' with"),
+    ({"phase": "rd", "main_perceptual_scale": 0.0, "loss_weights": {"lpips": 0, "wasserstein": 0, "adversarial": 0}},
+     "main_perceptual_scale: only phase 'stlic'"),
     ({"discriminator": {"updates_per_step": 0}}, "discriminator.updates_per_step: must be >= 1"),
     ({"discriminator": {"r1_gamma": -1.0}}, "discriminator.r1_gamma: must be >= 0"),
     ({"discriminator": {"r1_every": 0}}, "discriminator.r1_every: must be >= 1"),
@@ -73,3 +78,53 @@ def test_spectral_norm_r1_and_two_updates_resume_exactly(tmp_path, photos):
     for (name, a), (_, b) in zip(straight.adversarial.state_dict().items(), resumed.adversarial.state_dict().items()):
         if isinstance(a, torch.Tensor):
             assert torch.equal(a, b), name
+
+
+def test_scale_gradient_is_the_identity_forward_and_scales_the_gradient():
+    from stlic.models.stlic import scale_gradient
+
+    x = torch.randn(2, 3, requires_grad=True)
+    weight = torch.randn(2, 3)
+    for scale in (1.0, 0.25, 0.0):
+        x.grad = None
+        y = scale_gradient(x, scale)
+        assert torch.equal(y, x)
+        if scale == 0.0:
+            assert not y.requires_grad
+            continue
+        (y * weight).sum().backward()
+        assert torch.equal(x.grad, weight * scale)
+
+
+def _perceptual_gradients(photos, scale):
+    """The raw gradients of each refiner-output loss in the main network and the refiner, on one step."""
+    solver = STLICSolver(fast_config(main_perceptual_scale=scale), data=[photos])
+    main, refiner = list(solver.model.main.parameters()), list(solver.model.refiner.parameters())
+    grads = {}
+
+    def backward(losses, weights):
+        for name in ("lpips", "wasserstein", "adversarial", "l2"):
+            grads[name] = [torch.autograd.grad(losses[name], params, retain_graph=True, allow_unused=True)
+                           for params in (main, refiner)]
+        sum(weights[n] * losses[n] for n in losses).backward()
+
+    solver.run_step(solver.next_batch(), backward=backward)
+    return grads
+
+
+def _flat(grads):
+    return torch.cat([torch.zeros(0)] + [g.flatten() for g in grads if g is not None])
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_main_perceptual_scale_scales_only_what_the_refiner_losses_send_to_the_main_network(photos, scale):
+    full, scaled = _perceptual_gradients(photos, 1.0), _perceptual_gradients(photos, scale)
+    for name in ("lpips", "wasserstein", "adversarial"):
+        (full_main, full_refiner), (main, refiner) = full[name], scaled[name]
+        assert _flat(full_main).abs().sum() > 0, name
+        if scale == 0.0:  # no path at all: the probe reports these cells as absent
+            assert all(g is None for g in main), name
+        else:  # same seed, batch and weights: exactly s times the gradient
+            torch.testing.assert_close(_flat(main), _flat(full_main) * scale, rtol=1e-6, atol=1e-12)
+        torch.testing.assert_close(_flat(refiner), _flat(full_refiner), rtol=0, atol=0)
+    torch.testing.assert_close(_flat(scaled["l2"][0]), _flat(full["l2"][0]), rtol=0, atol=0)  # distortion untouched
