@@ -1,9 +1,11 @@
 """Phase-2 experiment (issue 18): gather the Kodak evaluations into the results CSV and the plots.
 
-    python benchmarks/phase2_report.py [--eval reports/phase2/eval] [--runs runs/phase2] [--out reports/phase2]
+    python benchmarks/phase2_report.py [--eval reports/phase2/eval] [--runs runs/phase2 runs/phase2b]
+        [--run-dir table_long runs/phase2_long/table] [--out reports/phase2]
 
 Reads every ``EVAL/<name>_bpp<target>/summary.json`` written by ``stlic eval --target-bpp`` (see
 ``reports/phase2/README.md`` for the commands) and, for the trained runs, ``RUNS/<name>/train_log.jsonl``
+(the first of the ``--runs`` folders that has one, or the folder ``--run-dir NAME DIR`` names)
 (GAN verdict on the second half of the run, :func:`stlic.training.gan_health.run_health`; steps;
 wall time). Writes:
 
@@ -58,7 +60,16 @@ def _run_facts(run_dir: Path) -> dict:
     return facts
 
 
-def collect(eval_root: Path, runs_root: Path) -> list[dict]:
+def _run_dir(name: str, runs_roots, run_dirs: dict) -> Path:
+    """The training folder of evaluation ``name``: ``run_dirs[name]``, else the first ``ROOT/name`` with a log."""
+    if name in run_dirs:
+        return Path(run_dirs[name])
+    found = [Path(root) / name for root in runs_roots if (Path(root) / name / "train_log.jsonl").is_file()]
+    return found[0] if found else Path(runs_roots[0]) / name
+
+
+def collect(eval_root: Path, runs_roots, run_dirs: dict | None = None) -> list[dict]:
+    runs_roots = [runs_roots] if isinstance(runs_roots, (str, Path)) else list(runs_roots)
     rows = []
     for summary_path in sorted(eval_root.glob("*/summary.json")):
         match = _EVAL_DIR.match(summary_path.parent.name)
@@ -66,7 +77,7 @@ def collect(eval_root: Path, runs_root: Path) -> list[dict]:
             continue
         summary = json.loads(summary_path.read_text())
         off = sum(int(m.group(1)) for note in summary["notes"] if (m := _OFF_TARGET.match(note)))
-        facts = _run_facts(runs_root / match["name"])
+        facts = _run_facts(_run_dir(match["name"], runs_roots, run_dirs or {}))
         for output in ("decoder", "refined"):
             scores = summary["outputs"][output]
             rows.append({
@@ -252,7 +263,10 @@ def balancer_health(run_dir: Path, targets_path: Path, max_change: float = 2.0) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval", type=Path, default=Path("reports/phase2/eval"))
-    parser.add_argument("--runs", type=Path, default=Path("runs/phase2"))
+    parser.add_argument("--runs", type=Path, nargs="+", default=[Path("runs/phase2"), Path("runs/phase2b")],
+                        help="folders holding the training runs, searched in order for NAME/train_log.jsonl")
+    parser.add_argument("--run-dir", nargs=2, action="append", default=[], metavar=("NAME", "DIR"),
+                        help="the training folder of evaluation NAME, where it is not ROOT/NAME")
     parser.add_argument("--out", type=Path, default=Path("reports/phase2"))
     parser.add_argument("--grid", type=Path, action="append", default=[], help="image for the visual grid")
     parser.add_argument("--grid-crop", type=int, nargs=3, default=(160, 300, 192), metavar=("TOP", "LEFT", "SIZE"))
@@ -260,17 +274,18 @@ def main() -> int:
     parser.add_argument("--grid-panel", nargs=3, action="append", default=[], metavar=("TITLE", "SOURCE", "OUTPUT"),
                         help="a grid panel: title, checkpoint (or jpeg, original), decoder|refined")
     args = parser.parse_args()
-    rows = collect(args.eval, args.runs)
+    rows = collect(args.eval, args.runs, dict(args.run_dir))
     if not rows:
         raise SystemExit(f"no evaluation under {args.eval} (expected NAME_bppTARGET/summary.json)")
     write_csv(rows, args.out / "results.csv")
     plot_rate_perception(rows, args.out / "rate_perception.png")
     print(f"wrote {args.out / 'results.csv'} ({len(rows)} rows) and {args.out / 'rate_perception.png'}")
-    if (args.runs / "balancer" / "train_log.jsonl").is_file():
+    balancer_run = _run_dir("balancer", args.runs, dict(args.run_dir))
+    if (balancer_run / "train_log.jsonl").is_file():
         from report_file import publish
 
         publish(args.out / "balancer_health.md",
-                balancer_health(args.runs / "balancer", Path("configs/targets/paper_table1_reachable.yaml")))
+                balancer_health(balancer_run, Path("configs/targets/paper_table1_reachable.yaml")))
     for image in args.grid:
         out = args.out / f"grid_{image.stem}.png"
         plot_grid(image, tuple(args.grid_crop), args.grid_bpp, [tuple(p) for p in args.grid_panel], out)
