@@ -271,6 +271,7 @@ def main() -> int:
     parser.add_argument("--grid", type=Path, action="append", default=[], help="image for the visual grid")
     parser.add_argument("--grid-crop", type=int, nargs=3, default=(160, 300, 192), metavar=("TOP", "LEFT", "SIZE"))
     parser.add_argument("--grid-bpp", type=float, default=0.1)
+    parser.add_argument("--grid-tag", default="", help="suffix of the grid's file name: grid_<image><TAG>.png")
     parser.add_argument("--grid-panel", nargs=3, action="append", default=[], metavar=("TITLE", "SOURCE", "OUTPUT"),
                         help="a grid panel: title, checkpoint (or jpeg, original), decoder|refined")
     args = parser.parse_args()
@@ -287,7 +288,7 @@ def main() -> int:
         publish(args.out / "balancer_health.md",
                 balancer_health(balancer_run, Path("configs/targets/paper_table1_reachable.yaml")))
     for image in args.grid:
-        out = args.out / f"grid_{image.stem}.png"
+        out = args.out / f"grid_{image.stem}{args.grid_tag}.png"
         plot_grid(image, tuple(args.grid_crop), args.grid_bpp, [tuple(p) for p in args.grid_panel], out)
         print(f"wrote {out}")
     return 0
