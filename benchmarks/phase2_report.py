@@ -68,8 +68,7 @@ def _run_dir(name: str, runs_roots, run_dirs: dict) -> Path:
     return found[0] if found else Path(runs_roots[0]) / name
 
 
-def collect(eval_root: Path, runs_roots, run_dirs: dict | None = None) -> list[dict]:
-    runs_roots = [runs_roots] if isinstance(runs_roots, (str, Path)) else list(runs_roots)
+def collect(eval_root: Path, runs_roots: list[Path], run_dirs: dict) -> list[dict]:
     rows = []
     for summary_path in sorted(eval_root.glob("*/summary.json")):
         match = _EVAL_DIR.match(summary_path.parent.name)
@@ -77,7 +76,7 @@ def collect(eval_root: Path, runs_roots, run_dirs: dict | None = None) -> list[d
             continue
         summary = json.loads(summary_path.read_text())
         off = sum(int(m.group(1)) for note in summary["notes"] if (m := _OFF_TARGET.match(note)))
-        facts = _run_facts(_run_dir(match["name"], runs_roots, run_dirs or {}))
+        facts = _run_facts(_run_dir(match["name"], runs_roots, run_dirs))
         for output in ("decoder", "refined"):
             scores = summary["outputs"][output]
             rows.append({
@@ -275,13 +274,14 @@ def main() -> int:
     parser.add_argument("--grid-panel", nargs=3, action="append", default=[], metavar=("TITLE", "SOURCE", "OUTPUT"),
                         help="a grid panel: title, checkpoint (or jpeg, original), decoder|refined")
     args = parser.parse_args()
-    rows = collect(args.eval, args.runs, dict(args.run_dir))
+    run_dirs = dict(args.run_dir)
+    rows = collect(args.eval, args.runs, run_dirs)
     if not rows:
         raise SystemExit(f"no evaluation under {args.eval} (expected NAME_bppTARGET/summary.json)")
     write_csv(rows, args.out / "results.csv")
     plot_rate_perception(rows, args.out / "rate_perception.png")
     print(f"wrote {args.out / 'results.csv'} ({len(rows)} rows) and {args.out / 'rate_perception.png'}")
-    balancer_run = _run_dir("balancer", args.runs, dict(args.run_dir))
+    balancer_run = _run_dir("balancer", args.runs, run_dirs)
     if (balancer_run / "train_log.jsonl").is_file():
         from report_file import publish
 

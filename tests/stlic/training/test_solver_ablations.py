@@ -116,15 +116,17 @@ def _flat(grads):
     return torch.cat([torch.zeros(0)] + [g.flatten() for g in grads if g is not None])
 
 
-@pytest.mark.parametrize("scale", [0.0, 0.5])
-def test_main_perceptual_scale_scales_only_what_the_refiner_losses_send_to_the_main_network(photos, scale):
-    full, scaled = _perceptual_gradients(photos, 1.0), _perceptual_gradients(photos, scale)
-    for name in ("lpips", "wasserstein", "adversarial"):
-        (full_main, full_refiner), (main, refiner) = full[name], scaled[name]
-        assert _flat(full_main).abs().sum() > 0, name
-        if scale == 0.0:  # no path at all: the probe reports these cells as absent
-            assert all(g is None for g in main), name
-        else:  # same seed, batch and weights: exactly s times the gradient
-            torch.testing.assert_close(_flat(main), _flat(full_main) * scale, rtol=1e-6, atol=1e-12)
-        torch.testing.assert_close(_flat(refiner), _flat(full_refiner), rtol=0, atol=0)
-    torch.testing.assert_close(_flat(scaled["l2"][0]), _flat(full["l2"][0]), rtol=0, atol=0)  # distortion untouched
+def test_main_perceptual_scale_scales_only_what_the_refiner_losses_send_to_the_main_network(photos):
+    full = _perceptual_gradients(photos, 1.0)
+    for scale in (0.0, 0.5):
+        scaled = _perceptual_gradients(photos, scale)
+        for name in ("lpips", "wasserstein", "adversarial"):
+            (full_main, full_refiner), (main, refiner) = full[name], scaled[name]
+            assert _flat(full_main).abs().sum() > 0, name
+            if scale == 0.0:  # no path at all: the probe reports these cells as absent
+                assert all(g is None for g in main), (scale, name)
+            else:  # same seed, batch and weights: exactly s times the gradient
+                torch.testing.assert_close(_flat(main), _flat(full_main) * scale, rtol=1e-6, atol=1e-12)
+            torch.testing.assert_close(_flat(refiner), _flat(full_refiner), rtol=0, atol=0)
+        # distortion untouched
+        torch.testing.assert_close(_flat(scaled["l2"][0]), _flat(full["l2"][0]), rtol=0, atol=0)
