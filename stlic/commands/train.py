@@ -144,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
             _prepare_run_folder(args, out)
         state = load_checkpoint(out, map_location=device) if args.resume else None
         config = _config(args, state)
+        if config.freeze_main and state is None and not args.init:
+            raise ValueError("freeze_main keeps the main network as --init loads it: pass --init CHECKPOINT "
+                             "(without it the refiner would train behind an untrained codec)")
         if state is not None and args.config is not None:
             _check_same_model(config, state, out)
         if state is not None:

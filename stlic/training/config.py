@@ -237,6 +237,11 @@ class TrainConfig:
     1 (default) is the paper's Eq. 3, where only the small coefficients keep the main network's share
     "mild"; 0 decouples fully, so the main network trains on rate + L1/L2 alone. The paper relies on a
     second-order optimiser for that mildness; with AdamW this states it explicitly.
+    ``freeze_main`` (semi_decoupled only, default False): the main network, its entropy models
+    included, keeps the weights ``--init`` loaded, so the decoder output and the rate stay exactly the
+    RD start's and only the refiner (and D) train. This is post-filter training, the far end of the
+    decoupling: it departs from the paper, whose main network keeps training on rate + L1/L2, and
+    is here to measure what the refiner alone buys at an unchanged operating point.
     """
 
     model: ModelSection
@@ -254,6 +259,7 @@ class TrainConfig:
     phase: str = "stlic"
     arrangement: str = "semi_decoupled"
     main_perceptual_scale: float = 1.0
+    freeze_main: bool = False
     balancer: Union[BalancerConfig, None] = None  # online loss balancing (stlic.training.balancing)
 
     def __post_init__(self) -> None:
@@ -273,6 +279,17 @@ class TrainConfig:
         if self.main_perceptual_scale != 1.0 and (self.phase == "rd" or self.arrangement != "semi_decoupled"):
             raise ConfigError("main_perceptual_scale: only phase 'stlic' with arrangement semi_decoupled has a "
                               f"refiner path to scale; got phase {self.phase!r}, arrangement {self.arrangement!r}")
+        _require("freeze_main", self.freeze_main, isinstance(self.freeze_main, bool), "true or false")
+        if self.freeze_main:
+            if self.phase == "rd" or self.arrangement != "semi_decoupled":
+                raise ConfigError("freeze_main: only phase 'stlic' with arrangement semi_decoupled trains a refiner "
+                                  f"beside a frozen main network; got phase {self.phase!r}, arrangement {self.arrangement!r}")
+            if self.main_perceptual_scale != 1.0:
+                raise ConfigError("freeze_main: the frozen main network takes no gradient, so main_perceptual_scale "
+                                  f"({self.main_perceptual_scale}) has nothing to scale; leave it at 1")
+            if self.balancer is not None:
+                raise ConfigError("freeze_main: the balancer balances the main network's gradients, which a frozen "
+                                  "main network does not have; drop the balancer section")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: one of {PRECISIONS}, got {self.precision!r}")
         for name in ("batch_size", "log_every", "checkpoint_every"):

@@ -99,7 +99,10 @@ class STLICSolver:
         self.refine = self.perceptual and config.arrangement == "semi_decoupled"  # coupled: no refiner
         self.objective = STLICObjective(config.loss_weights, config.perceptual, self.adversarial,
                                         perceptual_on=self.perceptual).to(self.device)
-        self.trained = [(f"main.{n}", p) for n, p in self.model.main.named_parameters() if not n.endswith("quantiles")]
+        main = [(f"main.{n}", p) for n, p in self.model.main.named_parameters()]
+        if config.freeze_main:  # post-filter training: the codec stays as --init loaded it
+            self.model.main.requires_grad_(False)
+        self.trained = [] if config.freeze_main else [(n, p) for n, p in main if not n.endswith("quantiles")]
         refiner = [(f"refiner.{n}", p) for n, p in self.model.refiner.named_parameters()]
         self.trained += refiner if self.refine else []
         self.quantiles = [(n, p) for n, p in self.model.named_parameters() if n.endswith("quantiles")]
@@ -107,7 +110,8 @@ class STLICSolver:
         self.optimizer = torch.optim.AdamW([p for _, p in self.trained], lr=optim.lr, betas=optim.betas,
                                            weight_decay=optim.weight_decay, fused=True)
         self.aux_optimizer = torch.optim.Adam([p for _, p in self.quantiles], lr=optim.aux_lr)
-        frozen = [n for n, _ in self.quantiles] + ([] if self.refine else [n for n, _ in refiner])
+        frozen = [n for n, _ in self.quantiles] + ([] if self.refine else [n for n, _ in refiner]) \
+            + ([n for n, _ in main if not n.endswith("quantiles")] if config.freeze_main else [])
         self.network = wrap_ddp(self.model, self.context, ignore=frozen)
         if compile:
             self.network = torch.compile(self.network)
@@ -240,6 +244,8 @@ class STLICSolver:
         return float(norm) if read else norm
 
     def _aux_step(self) -> None:
+        if self.config.freeze_main:  # the quantiles stay as loaded too
+            return
         self.aux_optimizer.zero_grad(set_to_none=True)
         self.model.aux_loss().backward()
         all_reduce_grads([p for _, p in self.quantiles], self.context)

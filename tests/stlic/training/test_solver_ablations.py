@@ -1,5 +1,5 @@
 """Ablations as config fields: coupled arrangement (no refiner), the perceptual gradient's scale into the
-main network, D update ratio, lazy R1, spectral norm; each validated, and resumed exactly."""
+main network, a frozen main network, D update ratio, lazy R1, spectral norm; each validated, and resumed exactly."""
 from __future__ import annotations
 
 import shutil
@@ -130,3 +130,59 @@ def test_main_perceptual_scale_scales_only_what_the_refiner_losses_send_to_the_m
             torch.testing.assert_close(_flat(refiner), _flat(full_refiner), rtol=0, atol=0)
         # distortion untouched
         torch.testing.assert_close(_flat(scaled["l2"][0]), _flat(full["l2"][0]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("sections,message", [
+    ({"freeze_main": "yes"}, "freeze_main"),
+    ({"freeze_main": True, "arrangement": "coupled"}, "freeze_main: only phase 'stlic' with arrangement semi_decoupled"),
+    ({"freeze_main": True, "main_perceptual_scale": 0.0}, "freeze_main: the frozen main network takes no gradient"),
+])
+def test_bad_freeze_main_is_named(sections, message):
+    with pytest.raises(ConfigError, match=message):
+        fast_config(**sections)
+
+
+def test_freeze_main_trains_the_refiner_alone_and_leaves_the_codec_bit_exact(photos):
+    solver = STLICSolver(fast_config(freeze_main=True), data=[photos])
+    main = {n: p.detach().clone() for n, p in solver.model.main.named_parameters()}
+    refiner = {n: p.detach().clone() for n, p in solver.model.refiner.named_parameters()}
+    trained = {id(p) for g in solver.optimizer.param_groups for p in g["params"]}
+    assert trained == {id(p) for p in solver.model.refiner.parameters()}
+    for _ in range(2):
+        out = solver.run_step(solver.next_batch())
+    assert out.losses["lpips"] > 0 and out.disc_loss is not None
+    for name, parameter in solver.model.main.named_parameters():  # quantiles included
+        assert torch.equal(parameter, main[name]), name
+        assert parameter.grad is None, name
+    assert any(not torch.equal(p, refiner[n]) for n, p in solver.model.refiner.named_parameters())
+
+
+def test_train_refuses_freeze_main_without_init(tmp_path, photos, capsys):
+    import yaml
+
+    from stlic.cli import main as stlic_main
+
+    config = tmp_path / "frozen.yaml"
+    config.write_text(yaml.safe_dump(fast_config(freeze_main=True).to_dict()))
+    code = stlic_main(["train", "--config", str(config), "--data", str(photos), "--out", str(tmp_path / "run"),
+                       "--steps", "1"])
+    assert code == 2
+    assert "freeze_main keeps the main network as --init loads it: pass --init" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_freeze_main_resumes_exactly_and_stays_frozen(tmp_path, photos):
+    config = fast_config(checkpoint_every=2, freeze_main=True)
+    straight = STLICSolver(config, out_dir=tmp_path / "straight", data=[photos])
+    main = {n: p.detach().clone() for n, p in straight.model.main.named_parameters()}
+    straight.fit(2)
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    straight.fit(4)
+    resumed = STLICSolver(config, out_dir=tmp_path / "resumed", data=[photos])
+    assert resumed.resume() == 2
+    resumed.fit(4)
+    assert training_records(tmp_path / "resumed") == training_records(tmp_path / "straight")
+    for name, parameter in resumed.model.main.named_parameters():
+        assert torch.equal(parameter, main[name]), name
+    for (name, a), (_, b) in zip(straight.model.refiner.state_dict().items(), resumed.model.refiner.state_dict().items()):
+        assert torch.equal(a, b), name
