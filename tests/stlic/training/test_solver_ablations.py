@@ -64,9 +64,8 @@ def test_discriminator_updates_per_step_and_lazy_r1(photos):
     assert r1[0] > 0 and r1[1] == 0 and r1[2] > 0  # lazy: steps 0 and 2 of every 2
 
 
-def test_spectral_norm_r1_and_two_updates_resume_exactly(tmp_path, photos):
-    config = fast_config(checkpoint_every=2, discriminator={"spectral_norm": True, "updates_per_step": 2,
-                                                            "r1_gamma": 1.0, "r1_every": 3})
+def _straight_and_resumed(config, tmp_path, photos):
+    """Four steps straight, and two + a resume from the step-2 checkpoint + two; their logs must agree."""
     straight = STLICSolver(config, out_dir=tmp_path / "straight", data=[photos])
     straight.fit(2)
     shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
@@ -75,6 +74,13 @@ def test_spectral_norm_r1_and_two_updates_resume_exactly(tmp_path, photos):
     assert resumed.resume() == 2
     resumed.fit(4)
     assert training_records(tmp_path / "resumed") == training_records(tmp_path / "straight")
+    return straight, resumed
+
+
+def test_spectral_norm_r1_and_two_updates_resume_exactly(tmp_path, photos):
+    config = fast_config(checkpoint_every=2, discriminator={"spectral_norm": True, "updates_per_step": 2,
+                                                            "r1_gamma": 1.0, "r1_every": 3})
+    straight, resumed = _straight_and_resumed(config, tmp_path, photos)
     for (name, a), (_, b) in zip(straight.adversarial.state_dict().items(), resumed.adversarial.state_dict().items()):
         if isinstance(a, torch.Tensor):
             assert torch.equal(a, b), name
@@ -173,15 +179,8 @@ def test_train_refuses_freeze_main_without_init(tmp_path, photos, capsys):
 
 def test_freeze_main_resumes_exactly_and_stays_frozen(tmp_path, photos):
     config = fast_config(checkpoint_every=2, freeze_main=True)
-    straight = STLICSolver(config, out_dir=tmp_path / "straight", data=[photos])
-    main = {n: p.detach().clone() for n, p in straight.model.main.named_parameters()}
-    straight.fit(2)
-    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
-    straight.fit(4)
-    resumed = STLICSolver(config, out_dir=tmp_path / "resumed", data=[photos])
-    assert resumed.resume() == 2
-    resumed.fit(4)
-    assert training_records(tmp_path / "resumed") == training_records(tmp_path / "straight")
+    main = {n: p.detach().clone() for n, p in STLICSolver(config, data=[photos]).model.main.named_parameters()}
+    straight, resumed = _straight_and_resumed(config, tmp_path, photos)
     for name, parameter in resumed.model.main.named_parameters():
         assert torch.equal(parameter, main[name]), name
     for (name, a), (_, b) in zip(straight.model.refiner.state_dict().items(), resumed.model.refiner.state_dict().items()):
