@@ -279,7 +279,6 @@ class TrainConfig:
         if self.main_perceptual_scale != 1.0 and (self.phase == "rd" or self.arrangement != "semi_decoupled"):
             raise ConfigError("main_perceptual_scale: only phase 'stlic' with arrangement semi_decoupled has a "
                               f"refiner path to scale; got phase {self.phase!r}, arrangement {self.arrangement!r}")
-        _require("freeze_main", self.freeze_main, isinstance(self.freeze_main, bool), "true or false")
         if self.freeze_main:
             if self.phase == "rd" or self.arrangement != "semi_decoupled":
                 raise ConfigError("freeze_main: only phase 'stlic' with arrangement semi_decoupled trains a refiner "

@@ -99,10 +99,10 @@ class STLICSolver:
         self.refine = self.perceptual and config.arrangement == "semi_decoupled"  # coupled: no refiner
         self.objective = STLICObjective(config.loss_weights, config.perceptual, self.adversarial,
                                         perceptual_on=self.perceptual).to(self.device)
-        main = [(f"main.{n}", p) for n, p in self.model.main.named_parameters()]
+        main = [(f"main.{n}", p) for n, p in self.model.main.named_parameters() if not n.endswith("quantiles")]
         if config.freeze_main:  # post-filter training: the codec stays as --init loaded it
             self.model.main.requires_grad_(False)
-        self.trained = [] if config.freeze_main else [(n, p) for n, p in main if not n.endswith("quantiles")]
+        self.trained = [] if config.freeze_main else main
         refiner = [(f"refiner.{n}", p) for n, p in self.model.refiner.named_parameters()]
         self.trained += refiner if self.refine else []
         self.quantiles = [(n, p) for n, p in self.model.named_parameters() if n.endswith("quantiles")]
@@ -111,7 +111,7 @@ class STLICSolver:
                                            weight_decay=optim.weight_decay, fused=True)
         self.aux_optimizer = torch.optim.Adam([p for _, p in self.quantiles], lr=optim.aux_lr)
         frozen = [n for n, _ in self.quantiles] + ([] if self.refine else [n for n, _ in refiner]) \
-            + ([n for n, _ in main if not n.endswith("quantiles")] if config.freeze_main else [])
+            + ([n for n, _ in main] if config.freeze_main else [])
         self.network = wrap_ddp(self.model, self.context, ignore=frozen)
         if compile:
             self.network = torch.compile(self.network)

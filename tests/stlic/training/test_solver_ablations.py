@@ -139,7 +139,7 @@ def test_main_perceptual_scale_scales_only_what_the_refiner_losses_send_to_the_m
 
 
 @pytest.mark.parametrize("sections,message", [
-    ({"freeze_main": "yes"}, "freeze_main"),
+    ({"freeze_main": "yes"}, "freeze_main: expected bool"),
     ({"freeze_main": True, "arrangement": "coupled"}, "freeze_main: only phase 'stlic' with arrangement semi_decoupled"),
     ({"freeze_main": True, "main_perceptual_scale": 0.0}, "freeze_main: the frozen main network takes no gradient"),
 ])
