@@ -242,6 +242,12 @@ class TrainConfig:
     RD start's and only the refiner (and D) train. This is post-filter training, the far end of the
     decoupling: it departs from the paper, whose main network keeps training on rate + L1/L2, and
     is here to measure what the refiner alone buys at an unchanged operating point.
+    ``refined_distortion`` (semi_decoupled only), in [0, 1]: the share ``s`` of the L1/L2 terms that is
+    measured on the refiner's output, ``l2 = (1 - s) MSE(x, x_hat) + s MSE(x, x_ref)`` (L1 alike).
+    0 (default) is the paper's Eq. 3, where L1/L2 train the main network only and nothing but LPIPS,
+    WD and L_G shapes the refined pixels; s > 0 anchors the refined pixels as HiFiC and MS-ILLM do at
+    their single output. It departs from the paper, and is here because at our scale the un-anchored
+    refiner paints coloured halos at edges (``reports/phase2``).
     """
 
     model: ModelSection
@@ -260,6 +266,7 @@ class TrainConfig:
     arrangement: str = "semi_decoupled"
     main_perceptual_scale: float = 1.0
     freeze_main: bool = False
+    refined_distortion: float = 0.0
     balancer: Union[BalancerConfig, None] = None  # online loss balancing (stlic.training.balancing)
 
     def __post_init__(self) -> None:
@@ -279,6 +286,11 @@ class TrainConfig:
         if self.main_perceptual_scale != 1.0 and (self.phase == "rd" or self.arrangement != "semi_decoupled"):
             raise ConfigError("main_perceptual_scale: only phase 'stlic' with arrangement semi_decoupled has a "
                               f"refiner path to scale; got phase {self.phase!r}, arrangement {self.arrangement!r}")
+        _require("refined_distortion", self.refined_distortion,
+                 isinstance(self.refined_distortion, (int, float)) and 0.0 <= self.refined_distortion <= 1.0, "a number in [0, 1]")
+        if self.refined_distortion != 0.0 and (self.phase == "rd" or self.arrangement != "semi_decoupled"):
+            raise ConfigError("refined_distortion: only phase 'stlic' with arrangement semi_decoupled has a refined "
+                              f"output to measure; got phase {self.phase!r}, arrangement {self.arrangement!r}")
         if self.freeze_main:
             if self.phase == "rd" or self.arrangement != "semi_decoupled":
                 raise ConfigError("freeze_main: only phase 'stlic' with arrangement semi_decoupled trains a refiner "

@@ -4,7 +4,7 @@
         + lpips * LPIPS(x, x_ref) + wasserstein * WD(x, x_ref) + adversarial * L_G(x_ref | y_hat)
 
 ``x_hat`` is the LALIC decoder output, ``x_ref`` the UNet refiner's: distortion losses train the
-codec only, the perceptual ones reach the refiner and, through ``x_hat``, the codec. ``R`` is the
+codec only (unless ``refined_distortion`` moves a share of them onto ``x_ref``, an ablation), the perceptual ones reach the refiner and, through ``x_hat``, the codec. ``R`` is the
 estimated bits per pixel and ``lambda`` the rate coefficient drawn for the batch. The latent
 condition of the discriminator is detached (HiFiC, Mentzer et al., NeurIPS 2020).
 """
@@ -27,11 +27,17 @@ class STLICObjective(nn.Module):
         adversarial: an :class:`stlic.losses.AdversarialLoss` (owns the discriminator).
         perceptual_on: False for rate-distortion pretraining (phase "rd"): LPIPS, Wasserstein
             distortion and L_G are not built and read as 0.
+        refined_distortion: the share ``s`` of L1/L2 measured on the refined output,
+            ``l2 = (1 - s) MSE(x, x_hat) + s MSE(x, x_ref)`` (``TrainConfig.refined_distortion``;
+            0, the paper's, measures them on ``x_hat`` alone).
     """
 
     def __init__(self, weights: LossWeights, perceptual: PerceptualConfig, adversarial: nn.Module,
-                 perceptual_on: bool = True) -> None:
+                 perceptual_on: bool = True, refined_distortion: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= refined_distortion <= 1.0:
+            raise ValueError(f"refined_distortion: must be in [0, 1], got {refined_distortion!r}")
+        self.refined_distortion = float(refined_distortion)
         from stlic.losses import L1Loss, LPIPSLoss, MSELoss, PerceptualLosses, RateLoss, WassersteinDistortion
 
         self.coefficients = weights
@@ -57,11 +63,12 @@ class STLICObjective(nn.Module):
         """
         x_hat, x_refined = output.x_hat.float(), output.x_refined.float()
         num_pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
+        s = self.refined_distortion if self.perceptual_on else 0.0
         with torch.autocast(x.device.type, enabled=False):
             losses = {
                 "rate": self.rate({k: v.float() for k, v in output.likelihoods.items()}, num_pixels),
-                "l2": self.l2(x_hat, x),
-                "l1": self.l1(x_hat, x),
+                "l2": self._mix(self.l2, x_hat, x_refined, x, s),
+                "l1": self._mix(self.l1, x_hat, x_refined, x, s),
             }
         if not self.perceptual_on:
             zero = x_hat.new_zeros(())
@@ -71,6 +78,15 @@ class STLICObjective(nn.Module):
             **self.perceptual(x_refined, x)._asdict(),  # lpips, wasserstein
             "adversarial": self.adversarial.generator_loss(x_refined, output.y_hat.detach().float()),
         }
+
+    @staticmethod
+    def _mix(loss: nn.Module, x_hat: Tensor, x_refined: Tensor, x: Tensor, s: float) -> Tensor:
+        """``(1 - s) loss(x_hat, x) + s loss(x_refined, x)``; exactly ``loss(x_hat, x)`` when s is 0."""
+        if s == 0.0:
+            return loss(x_hat, x)
+        if s == 1.0:
+            return loss(x_refined, x)
+        return (1.0 - s) * loss(x_hat, x) + s * loss(x_refined, x)
 
     @property
     def lpips(self) -> nn.Module:

@@ -98,7 +98,8 @@ class STLICSolver:
         self.perceptual = config.phase == "stlic"  # phase "rd": main network alone, rate + l2 + l1
         self.refine = self.perceptual and config.arrangement == "semi_decoupled"  # coupled: no refiner
         self.objective = STLICObjective(config.loss_weights, config.perceptual, self.adversarial,
-                                        perceptual_on=self.perceptual).to(self.device)
+                                        perceptual_on=self.perceptual,
+                                        refined_distortion=config.refined_distortion).to(self.device)
         main = [(f"main.{n}", p) for n, p in self.model.main.named_parameters() if not n.endswith("quantiles")]
         if config.freeze_main:  # post-filter training: the codec stays as --init loaded it
             self.model.main.requires_grad_(False)

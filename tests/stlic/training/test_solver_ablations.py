@@ -185,3 +185,50 @@ def test_freeze_main_resumes_exactly_and_stays_frozen(tmp_path, photos):
         assert torch.equal(parameter, main[name]), name
     for (name, a), (_, b) in zip(straight.model.refiner.state_dict().items(), resumed.model.refiner.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("sections,message", [
+    ({"refined_distortion": 1.5}, r"refined_distortion: must be a number in \[0, 1\], got 1.5"),
+    ({"refined_distortion": -0.5}, r"refined_distortion: must be a number in \[0, 1\]"),
+    ({"refined_distortion": 0.5, "arrangement": "coupled"}, "refined_distortion: only phase 'stlic' with"),
+    ({"refined_distortion": 0.5, "phase": "rd", "loss_weights": {"lpips": 0, "wasserstein": 0, "adversarial": 0}},
+     "refined_distortion: only phase 'stlic'"),
+])
+def test_bad_refined_distortion_is_named(sections, message):
+    with pytest.raises(ConfigError, match=message):
+        fast_config(**sections)
+
+
+def _distortion_step(photos, **sections):
+    """One step's losses and output, and the raw L2 gradient in the main network and the refiner."""
+    solver = STLICSolver(fast_config(**sections), data=[photos])
+    solver.run_step(solver.next_batch())  # the refiner starts as the identity; one step moves it off
+    x = solver.next_batch()
+    output = solver.network(x, level=0.0, refine=True)
+    losses = solver.objective(x, output)
+    grads = []
+    for module in (solver.model.main, solver.model.refiner):
+        params = [p for p in module.parameters() if p.requires_grad]  # none of a frozen main network
+        grads.append(torch.autograd.grad(losses["l2"], params, retain_graph=True, allow_unused=True)
+                     if params and losses["l2"].requires_grad else ())
+    return x, output, losses, grads
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_refined_distortion_measures_that_share_of_l1_l2_on_the_refined_output(photos, share):
+    x, output, losses, (main, refiner) = _distortion_step(photos, refined_distortion=share)
+    x_hat, x_ref = output.x_hat.detach(), output.x_refined.detach()
+    assert not torch.equal(x_hat, x_ref)  # the refiner changes its input, so the share is visible
+    for name, loss in (("l2", lambda a: (a - x).pow(2).mean()), ("l1", lambda a: (a - x).abs().mean())):
+        expected = (1 - share) * loss(x_hat) + share * loss(x_ref)
+        torch.testing.assert_close(losses[name].detach(), expected, rtol=1e-6, atol=0)
+    assert (_flat(refiner).abs().sum() > 0) == (share > 0)  # paper (0): L2 never reaches the refiner
+    assert _flat(main).abs().sum() > 0  # through x_hat, directly or via the refiner
+
+
+def test_refined_distortion_is_the_refiner_s_pixel_anchor_under_a_frozen_main_network(photos):
+    _, _, losses, (main, refiner) = _distortion_step(photos, freeze_main=True, refined_distortion=0.5)
+    assert main == ()
+    assert _flat(refiner).abs().sum() > 0
+    _, _, losses, (main, refiner) = _distortion_step(photos, freeze_main=True)
+    assert not losses["l2"].requires_grad  # paper's arrangement, frozen codec: no pixel loss trains anything
