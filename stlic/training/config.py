@@ -287,7 +287,8 @@ class TrainConfig:
             raise ConfigError("main_perceptual_scale: only phase 'stlic' with arrangement semi_decoupled has a "
                               f"refiner path to scale; got phase {self.phase!r}, arrangement {self.arrangement!r}")
         _require("refined_distortion", self.refined_distortion,
-                 isinstance(self.refined_distortion, (int, float)) and 0.0 <= self.refined_distortion <= 1.0, "a number in [0, 1]")
+                 isinstance(self.refined_distortion, (int, float)) and 0.0 <= self.refined_distortion <= 1.0,
+                 "a number in [0, 1]")
         if self.refined_distortion != 0.0 and (self.phase == "rd" or self.arrangement != "semi_decoupled"):
             raise ConfigError("refined_distortion: only phase 'stlic' with arrangement semi_decoupled has a refined "
                               f"output to measure; got phase {self.phase!r}, arrangement {self.arrangement!r}")

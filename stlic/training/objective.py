@@ -4,8 +4,8 @@
         + lpips * LPIPS(x, x_ref) + wasserstein * WD(x, x_ref) + adversarial * L_G(x_ref | y_hat)
 
 ``x_hat`` is the LALIC decoder output, ``x_ref`` the UNet refiner's: distortion losses train the
-codec only (unless ``refined_distortion`` moves a share of them onto ``x_ref``, an ablation), the perceptual ones reach the refiner and, through ``x_hat``, the codec. ``R`` is the
-estimated bits per pixel and ``lambda`` the rate coefficient drawn for the batch. The latent
+codec only (unless ``refined_distortion`` moves a share of them onto ``x_ref``, an ablation), the
+perceptual ones reach the refiner and, through ``x_hat``, the codec. ``R`` is the estimated bits per pixel and ``lambda`` the rate coefficient drawn for the batch. The latent
 condition of the discriminator is detached (HiFiC, Mentzer et al., NeurIPS 2020).
 """
 from __future__ import annotations

@@ -200,7 +200,8 @@ def test_bad_refined_distortion_is_named(sections, message):
 
 
 def _distortion_step(photos, **sections):
-    """One step's losses and output, and the raw L2 gradient in the main network and the refiner."""
+    """A batch, its output and losses after one training step, and the raw L2 gradient in the main
+    network and the refiner (``()`` where nothing there requires a gradient)."""
     solver = STLICSolver(fast_config(**sections), data=[photos])
     solver.run_step(solver.next_batch())  # the refiner starts as the identity; one step moves it off
     x = solver.next_batch()
@@ -227,8 +228,8 @@ def test_refined_distortion_measures_that_share_of_l1_l2_on_the_refined_output(p
 
 
 def test_refined_distortion_is_the_refiner_s_pixel_anchor_under_a_frozen_main_network(photos):
-    _, _, losses, (main, refiner) = _distortion_step(photos, freeze_main=True, refined_distortion=0.5)
+    _, _, _, (main, refiner) = _distortion_step(photos, freeze_main=True, refined_distortion=0.5)
     assert main == ()
     assert _flat(refiner).abs().sum() > 0
-    _, _, losses, (main, refiner) = _distortion_step(photos, freeze_main=True)
+    _, _, losses, _ = _distortion_step(photos, freeze_main=True)
     assert not losses["l2"].requires_grad  # paper's arrangement, frozen codec: no pixel loss trains anything
